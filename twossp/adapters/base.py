@@ -1,0 +1,137 @@
+"""The one place that knows how a Hugging Face decoder is laid out.
+
+Methods see a model only through a :class:`ModelAdapter`: blocks, their attention and MLP
+submodules, the FFN projections and the final norm / head. Adding an architecture means one
+subclass here (registered by ``config.model_type``) and one tiny-model entry in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class ZeroAttention(nn.Module):
+    """Stands in for a removed attention submodule: it has no weights and adds nothing."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        return torch.zeros_like(hidden_states), None
+
+
+class ZeroMLP(nn.Module):
+    """Stands in for a removed MLP submodule: it has no weights and adds nothing."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        return torch.zeros_like(hidden_states)
+
+
+def slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> None:
+    """Keep only the rows (``dim=0``, outputs) or columns (``dim=1``, inputs) in ``keep``."""
+    keep = keep.to(linear.weight.device)
+    linear.weight = nn.Parameter(
+        linear.weight.data.index_select(dim, keep).clone(), requires_grad=False
+    )
+    if dim == 0:
+        if linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias.data[keep].clone(), requires_grad=False)
+        linear.out_features = int(keep.numel())
+    else:
+        linear.in_features = int(keep.numel())
+
+
+class ModelAdapter:
+    """Uniform view of a decoder-only causal LM.
+
+    Subclasses set the attribute names of their family and implement the FFN slicing.
+    Block indices are positions in the current (possibly already pruned) model.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    attn_name: ClassVar[str] = "self_attn"
+    mlp_name: ClassVar[str] = "mlp"
+    # Norms whose output feeds only the attention / only the MLP; removed with them.
+    attn_norm_name: ClassVar[str | None] = "input_layernorm"
+    mlp_norm_name: ClassVar[str | None] = "post_attention_layernorm"
+    final_norm_name: ClassVar[str] = "norm"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    # --- structure -------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.model
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.decoder.layers
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return getattr(self.decoder, self.final_norm_name)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    def attention(self, i: int) -> nn.Module:
+        return getattr(self.blocks[i], self.attn_name)
+
+    def mlp(self, i: int) -> nn.Module:
+        return getattr(self.blocks[i], self.mlp_name)
+
+    def set_attention(self, i: int, module: nn.Module) -> nn.Module:
+        """Swap block ``i``'s attention for ``module``; returns the old one."""
+        old = self.attention(i)
+        setattr(self.blocks[i], self.attn_name, module)
+        return old
+
+    def set_mlp(self, i: int, module: nn.Module) -> nn.Module:
+        old = self.mlp(i)
+        setattr(self.blocks[i], self.mlp_name, module)
+        return old
+
+    def has_attention(self, i: int) -> bool:
+        return not isinstance(self.attention(i), ZeroAttention)
+
+    def has_mlp(self, i: int) -> bool:
+        return not isinstance(self.mlp(i), ZeroMLP)
+
+    # --- FFN width ---------------------------------------------------------------------
+    def ffn_out_proj(self, i: int) -> nn.Linear:
+        """The projection whose *input* is the FFN intermediate activation."""
+        raise NotImplementedError
+
+    def ffn_width(self, i: int) -> int:
+        return self.ffn_out_proj(i).in_features
+
+    def keep_ffn_neurons(self, i: int, keep: torch.Tensor) -> None:
+        """Physically keep only the intermediate neurons ``keep`` (sorted) of block ``i``."""
+        raise NotImplementedError
+
+    # --- bookkeeping --------------------------------------------------------------------
+    def attention_layer_index_holders(self) -> list[nn.Module]:
+        """Modules carrying a ``layer_idx`` used to address the KV cache, in block order."""
+        return [self.attention(i) for i in range(self.num_blocks) if self.has_attention(i)]
+
+    def submodule_params(self, i: int) -> tuple[int, int]:
+        """(attention, MLP) parameter counts of block ``i``, submodules only."""
+        attn = sum(p.numel() for p in self.attention(i).parameters())
+        mlp = sum(p.numel() for p in self.mlp(i).parameters())
+        return attn, mlp
+
+    def block_params(self) -> int:
+        return sum(p.numel() for p in self.blocks.parameters())
+
+    def embed_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters()) - self.block_params()

@@ -1,0 +1,27 @@
+"""Gated-MLP decoders with separate projections: Llama, Mistral, Qwen2.
+
+Block: ``h + attn(input_layernorm(h))`` then ``h + mlp(post_attention_layernorm(h))`` with
+``mlp(x) = down_proj(act(gate_proj(x)) * up_proj(x))``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from twossp.adapters.base import ModelAdapter, slice_linear
+
+
+class LlamaAdapter(ModelAdapter):
+    model_types = ("llama", "mistral", "qwen2")
+
+    def ffn_out_proj(self, i: int) -> nn.Linear:
+        return self.mlp(i).down_proj
+
+    def keep_ffn_neurons(self, i: int, keep: torch.Tensor) -> None:
+        mlp = self.mlp(i)
+        slice_linear(mlp.gate_proj, keep, dim=0)
+        slice_linear(mlp.up_proj, keep, dim=0)
+        slice_linear(mlp.down_proj, keep, dim=1)
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = int(keep.numel())

@@ -1,0 +1,74 @@
+"""Run a decoder block by block from cached hidden states.
+
+Several methods score a change in block ``i`` by re-running only blocks ``i..N-1``. The
+kwargs each block needs (rotary embeddings, causal mask, ...) are captured once from a real
+forward pass, so no architecture's internals are reimplemented here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from twossp.adapters import ModelAdapter
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def capture_block_inputs(adapter: ModelAdapter, input_ids: torch.Tensor):
+    """Return ``(hidden, kwargs)``: the input of block 0 and the kwargs every block gets."""
+    captured: dict = {}
+
+    def hook(module, args, kwargs):
+        captured["hidden"] = args[0] if args else kwargs.pop("hidden_states")
+        captured["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        raise _Stop
+
+    handle = adapter.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        adapter.model(input_ids=input_ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured["hidden"], captured["kwargs"]
+
+
+def _output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def run_blocks(
+    adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict, start: int = 0, end: int | None = None
+) -> torch.Tensor:
+    """Run blocks ``start..end-1`` on ``hidden``."""
+    end = adapter.num_blocks if end is None else end
+    for i in range(start, end):
+        hidden = _output(adapter.blocks[i](hidden, **kwargs))
+    return hidden
+
+
+@torch.no_grad()
+def block_inputs(adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict) -> list[torch.Tensor]:
+    """Inputs of every block, plus the final hidden state as the last entry."""
+    states = [hidden]
+    for i in range(adapter.num_blocks):
+        states.append(run_blocks(adapter, states[-1], kwargs, i, i + 1))
+    return states
+
+
+@torch.no_grad()
+def logits_from_hidden(adapter: ModelAdapter, hidden: torch.Tensor) -> torch.Tensor:
+    return adapter.lm_head(adapter.final_norm(hidden))
+
+
+def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (float64) and the number of predictions."""
+    logits = logits[:, :-1].float()
+    targets = input_ids[:, 1:].to(logits.device)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+    return float(loss.double()), targets.numel()

@@ -1,0 +1,64 @@
+"""The interface every pruning method implements.
+
+A method *plans* (decides what to remove, leaving the model untouched) and *prunes* (plans and
+applies the plan through :mod:`twossp.surgery`). Methods whose decisions depend on their own
+earlier removals (2SSP stage 2 runs on the stage-1 model) override :meth:`prune` and plan on
+a copy. Rotation methods (SliceGPT) rewrite the model in :meth:`prune`.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from twossp.plan import PrunePlan
+from twossp.surgery import apply_plan
+
+__all__ = ["PruneContext", "PrunePlan", "PruningMethod"]
+
+
+@dataclass
+class PruneContext:
+    """What a method is given besides the model.
+
+    Attributes:
+        sparsity: target fraction of decoder-block parameters to remove, in (0, 1).
+        calibration: ``[n_samples, seqlen]`` token ids (may be empty for ``dense``).
+        seed: seed for any randomness inside the method.
+        progress: show progress bars.
+    """
+
+    sparsity: float
+    calibration: torch.Tensor
+    seed: int = 0
+    progress: bool = True
+
+
+class PruningMethod(ABC):
+    """Base class; subclasses are dataclasses whose fields are the method's settings."""
+
+    name: ClassVar[str] = ""
+    needs_calibration: ClassVar[bool] = True
+
+    def check(self, model: nn.Module, sparsity: float) -> None:
+        """Raise before any heavy work if this method cannot run on ``model`` at ``sparsity``."""
+
+    @abstractmethod
+    def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        """Decide what to remove. Must leave ``model`` as it found it."""
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        """Plan, then apply the plan in place."""
+        plan = self.plan(model, ctx)
+        apply_plan(model, plan)
+        return plan
+
+
+def plan_on_copy(method: PruningMethod, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+    """Plan by pruning a deep copy (for methods whose :meth:`prune` is the primary path)."""
+    return method.prune(copy.deepcopy(model), ctx)

@@ -1,0 +1,19 @@
+"""The unpruned model, run through the same pipeline to give the reference row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from twossp.methods.base import PruneContext, PruningMethod
+from twossp.plan import PrunePlan
+
+
+@dataclass
+class Dense(PruningMethod):
+    name = "dense"
+    needs_calibration = False
+
+    def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        return PrunePlan(info={"note": "nothing removed"})

@@ -1,0 +1,46 @@
+"""Method registry: names map to lazy ``"module:Class"`` targets.
+
+Baselines live in the top-level ``baselines`` package and register here by name; nothing is
+imported until a method is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+
+from twossp.methods.base import PruningMethod
+
+METHODS: dict[str, str] = {
+    "dense": "twossp.methods.dense:Dense",
+    "twossp": "twossp.methods.twossp:TwoSSP",
+}
+
+
+class UnknownMethodError(ValueError):
+    """No method of that name; the message suggests close matches."""
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"{hint} Available: {', '.join(sorted(options))}."
+
+
+def method_class(name: str) -> type[PruningMethod]:
+    if name not in METHODS:
+        raise UnknownMethodError(f"unknown method {name!r}.{_suggest(name, METHODS)}")
+    module, attr = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_method(name: str, **params) -> PruningMethod:
+    """Instantiate method ``name`` with its settings, rejecting unknown settings by name."""
+    cls = method_class(name)
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    unknown = set(params) - fields
+    if unknown:
+        bad = sorted(unknown)[0]
+        raise ValueError(f"method {name!r} has no setting {bad!r}.{_suggest(bad, fields)}")
+    return cls(**params)

@@ -1,0 +1,256 @@
+"""2SSP: Two-Stage Structured Pruning (Sandri, Cunegatti, Iacca, 2025; arXiv 2501.17771).
+
+Stage 1 (width) removes FFN intermediate neurons in every block: a neuron's importance is the
+L2 norm over tokens of its activation (the input of the down / output projection), averaged
+over the calibration samples; the top-k neurons are kept. Stage 2 (depth) then removes whole
+attention submodules one at a time, each time the one whose removal gives the lowest
+perplexity on the first ``n_calib_stage2`` calibration samples. The split between the stages
+follows the paper's balancing rule::
+
+    N_attn = round(N_blocks * s ** ((P_mlp / P_attn) / alpha)),   alpha = 1.5
+
+with parameters counted over the decoder blocks, and each MLP keeping
+``round(width * (1 - r_mlp))`` neurons, where ``r_mlp`` spreads the remaining budget
+``round(s * P_blocks) - N_attn * P_attn`` evenly over the blocks (as the authors' code does).
+
+Deviations: (1) stage 2 re-runs only the blocks after the candidate, from cached block inputs,
+instead of the whole model; it chooses exactly what the full-forward loop chooses
+(``use_cache=False`` runs that loop, and the tests compare both). (2) With
+``n_calib_stage2 > 1`` the authors concatenate samples into one longer sequence; here each
+sample is scored separately and NLL is pooled over all tokens, which keeps every window within
+the model's context. (3) A removed attention also drops the norm that fed only it, so the
+measured sparsity can exceed the target by that norm's few parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from twossp.adapters import ModelAdapter, ZeroAttention, get_adapter
+from twossp.forward import block_inputs, capture_block_inputs, logits_from_hidden, nll_sum, run_blocks
+from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy
+from twossp.plan import PrunePlan
+from twossp.sparsity import UnreachableSparsityError
+from twossp.surgery import keep_ffn_neurons, remove_attention, renumber_cache_layers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """How a global sparsity is split between the two stages."""
+
+    n_attn: int
+    ffn_keep: int
+    ffn_width: int
+    mlp_rate: float
+
+
+def balance_sparsity(
+    sparsity: float,
+    n_blocks: int,
+    p_attn: int,
+    p_mlp: int,
+    p_blocks: int,
+    width: int,
+    alpha: float = 1.5,
+    n_attn: int | None = None,
+) -> Budget:
+    """The paper's balancing rule (Eq. 5) plus the per-block MLP budget.
+
+    Raises:
+        UnreachableSparsityError: if the attention removals alone overshoot the target, or
+            removing every MLP neuron as well still falls short of it.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if n_attn is None:
+        n_attn = round(n_blocks * sparsity ** ((p_mlp / p_attn) / alpha))
+    target = round(sparsity * p_blocks)
+    if n_attn * p_attn > target:
+        raise UnreachableSparsityError(
+            f"removing {n_attn} attention submodules ({n_attn * p_attn} params) already exceeds "
+            f"the target of {target} params at sparsity {sparsity}"
+        )
+    if n_attn * p_attn + n_blocks * p_mlp < target:
+        raise UnreachableSparsityError(
+            f"sparsity {sparsity} is unreachable with {n_attn} attention removals: even "
+            "removing every FFN neuron falls short"
+        )
+    per_block = round((target - n_attn * p_attn) / n_blocks)
+    mlp_rate = per_block / p_mlp
+    keep = round(width * (1 - mlp_rate))
+    if keep < 1:
+        raise UnreachableSparsityError(
+            f"sparsity {sparsity} leaves no FFN neuron (keep={keep}); use a lower target"
+        )
+    return Budget(n_attn=n_attn, ffn_keep=keep, ffn_width=width, mlp_rate=mlp_rate)
+
+
+@torch.no_grad()
+def stage1_ffn_neurons(
+    adapter: ModelAdapter, samples: torch.Tensor, keep: int, progress: bool = True
+) -> dict[int, list[int]]:
+    """Keep, per block, the ``keep`` neurons with the largest mean activation L2 norm."""
+    norms: dict[int, torch.Tensor] = {}
+    hooks = []
+    for i in range(adapter.num_blocks):
+
+        def hook(module, args, i=i):
+            act = args[0].float()  # [batch, tokens, width]
+            norm = act.norm(p=2, dim=1).sum(dim=0)
+            norms[i] = norm if i not in norms else norms[i] + norm
+
+        hooks.append(adapter.ffn_out_proj(i).register_forward_pre_hook(hook))
+    device = next(adapter.model.parameters()).device
+    try:
+        for sample in tqdm(samples, desc="2SSP stage 1", disable=not progress, leave=False):
+            adapter.model(input_ids=sample[None].to(device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {
+        i: torch.topk(norms[i] / len(samples), keep).indices.sort().values.tolist()
+        for i in range(adapter.num_blocks)
+    }
+
+
+class _Scorer:
+    """Calibration NLL of the model with one attention zeroed, from cached block inputs."""
+
+    def __init__(self, adapter: ModelAdapter, samples: torch.Tensor, use_cache: bool):
+        self.adapter, self.samples, self.use_cache = adapter, samples, use_cache
+        device = next(adapter.model.parameters()).device
+        self.samples = samples.to(device)
+        if use_cache:
+            captured = [capture_block_inputs(adapter, s[None]) for s in self.samples]
+            self.kwargs = [kw for _, kw in captured]
+            self.states = [block_inputs(adapter, h, kw) for (h, kw) in captured]
+
+    def nll_without_attention(self, i: int) -> float:
+        old = self.adapter.set_attention(i, ZeroAttention())
+        try:
+            return sum(self._nll(s, i) for s in range(len(self.samples)))
+        finally:
+            self.adapter.set_attention(i, old)
+
+    def _nll(self, s: int, start: int) -> float:
+        ids = self.samples[s][None]
+        if self.use_cache:
+            hidden = run_blocks(self.adapter, self.states[s][start], self.kwargs[s], start)
+            logits = logits_from_hidden(self.adapter, hidden)
+        else:
+            logits = self.adapter.model(input_ids=ids, use_cache=False).logits
+        return nll_sum(logits, ids)[0]
+
+    def refresh_from(self, i: int) -> None:
+        """Block ``i`` changed: recompute the cached inputs of every later block."""
+        if not self.use_cache:
+            return
+        for s, states in enumerate(self.states):
+            for j in range(i, self.adapter.num_blocks):
+                states[j + 1] = run_blocks(self.adapter, states[j], self.kwargs[s], j, j + 1)
+
+
+@torch.no_grad()
+def stage2_attention(
+    adapter: ModelAdapter,
+    samples: torch.Tensor,
+    n_attn: int,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> list[int]:
+    """Remove ``n_attn`` attention submodules greedily by calibration perplexity, in place.
+
+    Returns the removed block indices in removal order. Ties go to the lower index.
+    """
+    scorer = _Scorer(adapter, samples, use_cache)
+    removed: list[int] = []
+    for _ in tqdm(range(n_attn), desc="2SSP stage 2", disable=not progress, leave=False):
+        best, best_nll = None, math.inf
+        for i in range(adapter.num_blocks):
+            if not adapter.has_attention(i):
+                continue
+            nll = scorer.nll_without_attention(i)
+            if nll < best_nll:
+                best, best_nll = i, nll
+        remove_attention(adapter, best)
+        scorer.refresh_from(best)
+        removed.append(best)
+        log.debug("stage 2: removed attention %d (calibration NLL %.4f)", best, best_nll)
+    renumber_cache_layers(adapter)
+    return removed
+
+
+@dataclass
+class TwoSSP(PruningMethod):
+    """2SSP with the paper's defaults.
+
+    Attributes:
+        alpha: balancing exponent divisor (paper: 1.5).
+        n_calib_stage2: calibration samples scored in stage 2 (paper: 1).
+        n_attn: force the number of attention removals (ablation); None uses the rule.
+        use_cache: stage 2 from cached block inputs (same choices, fewer FLOPs).
+    """
+
+    name = "twossp"
+    alpha: float = 1.5
+    n_calib_stage2: int = 1
+    n_attn: int | None = None
+    use_cache: bool = True
+
+    def budget(self, model: nn.Module, sparsity: float) -> Budget:
+        adapter = get_adapter(model)
+        p_attn, p_mlp = adapter.submodule_params(0)
+        return balance_sparsity(
+            sparsity,
+            adapter.num_blocks,
+            p_attn,
+            p_mlp,
+            adapter.block_params(),
+            adapter.ffn_width(0),
+            self.alpha,
+            self.n_attn,
+        )
+
+    def check(self, model: nn.Module, sparsity: float) -> None:
+        adapter = get_adapter(model)
+        if not all(adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)):
+            raise ValueError("2SSP expects a model whose blocks all have attention and an MLP")
+        if self.n_calib_stage2 < 1:
+            raise ValueError(f"n_calib_stage2 must be >= 1, got {self.n_calib_stage2}")
+        self.budget(model, sparsity)
+
+    def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        return plan_on_copy(self, model, ctx)
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        adapter = get_adapter(model)
+        budget = self.budget(model, ctx.sparsity)
+        if len(ctx.calibration) < self.n_calib_stage2:
+            raise ValueError(
+                f"stage 2 needs {self.n_calib_stage2} calibration samples, got {len(ctx.calibration)}"
+            )
+        keep = stage1_ffn_neurons(adapter, ctx.calibration, budget.ffn_keep, ctx.progress)
+        for i, idx in keep.items():
+            keep_ffn_neurons(adapter, i, idx)
+        adapter.config.intermediate_size = budget.ffn_keep
+        removed = stage2_attention(
+            adapter, ctx.calibration[: self.n_calib_stage2], budget.n_attn, self.use_cache, ctx.progress
+        )
+        info = {
+            "n_attn": budget.n_attn,
+            "ffn_keep": budget.ffn_keep,
+            "ffn_width": budget.ffn_width,
+            "mlp_rate": budget.mlp_rate,
+            "attention_order": removed,
+        }
+        log.info("2SSP: kept %d/%d FFN neurons per block, removed attention %s",
+                 budget.ffn_keep, budget.ffn_width, removed)
+        return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info)

@@ -1,0 +1,136 @@
+"""Load causal LMs (hub id or local path, dense or pruned) and save pruned ones.
+
+A pruned checkpoint is a normal HF folder (config, tokenizer, ``model.safetensors``) plus
+``twossp_structure.json``, which says how to reshape the freshly built model before the
+weights load. :func:`load_model` handles both kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model as load_safetensors
+from safetensors.torch import save_model as save_safetensors
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from twossp.adapters import adapter_class
+from twossp.io import atomic_write_text
+from twossp.surgery import rebuild_structure, structure_of
+
+log = logging.getLogger(__name__)
+
+STRUCTURE_FILE = "twossp_structure.json"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelSpec:
+    """Where a model comes from and how to place it.
+
+    Attributes:
+        name_or_path: hub id (``meta-llama/Llama-2-7b-hf``) or local folder.
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU) or float32 / bfloat16 / float16.
+        device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ...
+        revision: hub revision (branch, tag or commit).
+        device_map: passed to ``from_pretrained`` for models larger than one GPU.
+    """
+
+    name_or_path: str
+    dtype: str = "auto"
+    device: str = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    device_map: str | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} unknown; use auto or one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def check_model(spec: ModelSpec):
+    """Read only the config and fail early on a missing path or unsupported architecture."""
+    path = Path(spec.name_or_path)
+    looks_local = spec.name_or_path.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not path.expanduser().exists():
+        raise FileNotFoundError(f"model path {spec.name_or_path!r} does not exist")
+    config = AutoConfig.from_pretrained(
+        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    adapter_class(config.model_type)
+    return config
+
+
+def load_model(spec: ModelSpec) -> tuple[nn.Module, object]:
+    """Load ``(model, tokenizer)`` in eval mode on the resolved device and dtype."""
+    config = check_model(spec)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    structure_file = Path(spec.name_or_path) / STRUCTURE_FILE
+    if structure_file.exists():
+        model = _load_pruned(Path(spec.name_or_path), config, dtype, device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.name_or_path,
+            revision=spec.revision,
+            dtype=dtype,
+            trust_remote_code=spec.trust_remote_code,
+            device_map=spec.device_map,
+        )
+        if spec.device_map is None:
+            model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    log.info("loaded %s (%s, %s)", spec.name_or_path, config.model_type, dtype)
+    return model, tokenizer
+
+
+def _load_pruned(path: Path, config, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    structure = json.loads((path / STRUCTURE_FILE).read_text())
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    rebuild_structure(model, structure)
+    missing, unexpected = load_safetensors(model, path / "model.safetensors", strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    real_missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if real_missing or unexpected:
+        raise ValueError(f"pruned checkpoint mismatch: missing {real_missing}, extra {unexpected}")
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model.to(device)
+
+
+def save_pruned(model: nn.Module, path: str | Path, tokenizer=None) -> Path:
+    """Save a (pruned) model so that :func:`load_model` restores it exactly."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    save_safetensors(model, str(path / "model.safetensors"))
+    atomic_write_text(path / STRUCTURE_FILE, json.dumps(structure_of(model)))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of ``model``, shared (tied) tensors counted once."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,55 @@
+"""Parameter accounting and the rounding policy shared by every method.
+
+Sparsity is measured over the decoder blocks (embeddings and head excluded), as in the 2SSP
+authors' code: ``1 - block_params_after / block_params_before``. It is measured after
+surgery, in one place (:func:`measure`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from twossp.adapters import get_adapter
+
+
+class UnreachableSparsityError(ValueError):
+    """A target sparsity this method cannot reach on this model."""
+
+
+def validate_sparsity(sparsity: float) -> float:
+    if not isinstance(sparsity, (int, float)) or not 0.0 < float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a number in (0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+def blocks_for_sparsity(sparsity: float, n_units: int) -> int:
+    """How many of ``n_units`` equal units to remove: round *up* to the next multiple of 1/n.
+
+    This is the policy of the 2SSP authors' code for block-granular methods; the achieved
+    sparsity is therefore at or above the target (by less than one unit).
+    """
+    k = math.ceil(sparsity * n_units - 1e-9)
+    if k >= n_units:
+        raise UnreachableSparsityError(
+            f"sparsity {sparsity} would remove all {n_units} units; use a lower target"
+        )
+    return max(k, 1)
+
+
+@dataclass
+class ParamCount:
+    total: int
+    blocks: int
+
+
+def count(model: nn.Module) -> ParamCount:
+    adapter = get_adapter(model)
+    return ParamCount(total=sum(p.numel() for p in model.parameters()), blocks=adapter.block_params())
+
+
+def measure(before: ParamCount, after: ParamCount) -> float:
+    """Achieved sparsity over the decoder blocks."""
+    return 1.0 - after.blocks / before.blocks

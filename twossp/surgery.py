@@ -1,0 +1,143 @@
+"""Apply a :class:`PrunePlan` to a model: physical removal, never masks.
+
+One module does this for every method, so parameter counts, configs and the KV-cache layout
+are fixed in one place. After surgery the model is smaller, runs, and ``generate`` works.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP, get_adapter
+from twossp.plan import PrunePlan
+
+log = logging.getLogger(__name__)
+
+
+def keep_ffn_neurons(adapter: ModelAdapter, i: int, keep: list[int] | torch.Tensor) -> None:
+    keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+    width = adapter.ffn_width(i)
+    if keep.numel() < 1 or int(keep.max()) >= width or keep.unique().numel() != keep.numel():
+        raise ValueError(f"block {i}: invalid FFN keep set for width {width}")
+    adapter.keep_ffn_neurons(i, keep)
+
+
+def _drop_norm(block: nn.Module, name: str | None) -> None:
+    if name is not None:
+        setattr(block, name, nn.Identity())
+
+
+def remove_attention(adapter: ModelAdapter, i: int) -> None:
+    """Delete block ``i``'s attention (and the norm that only feeds it)."""
+    adapter.set_attention(i, ZeroAttention())
+    _drop_norm(adapter.blocks[i], adapter.attn_norm_name)
+
+
+def remove_mlp(adapter: ModelAdapter, i: int) -> None:
+    """Delete block ``i``'s MLP (and the norm that only feeds it)."""
+    adapter.set_mlp(i, ZeroMLP())
+    _drop_norm(adapter.blocks[i], adapter.mlp_norm_name)
+
+
+def remove_blocks(adapter: ModelAdapter, indices: list[int]) -> None:
+    """Delete whole blocks and shrink the config to match."""
+    drop = set(indices)
+    kept = [b for j, b in enumerate(adapter.blocks) if j not in drop]
+    config = adapter.config
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == adapter.num_blocks:
+        config.layer_types = [t for j, t in enumerate(layer_types) if j not in drop]
+    adapter.decoder.layers = nn.ModuleList(kept)
+    config.num_hidden_layers = len(kept)
+
+
+def renumber_cache_layers(adapter: ModelAdapter) -> None:
+    """Give the remaining attention modules consecutive KV-cache slots 0..n-1.
+
+    HF caches read the sequence length from slot 0, so a removed first attention would
+    otherwise make ``generate`` restart positions at every step.
+    """
+    for slot, attn in enumerate(adapter.attention_layer_index_holders()):
+        if hasattr(attn, "layer_idx"):
+            attn.layer_idx = slot
+
+
+def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
+    """Apply ``plan`` in place and return the model.
+
+    Indices refer to blocks of the model as passed in. A block losing both attention and
+    MLP is removed whole.
+    """
+    adapter = get_adapter(model)
+    n = adapter.num_blocks
+    for i in [*plan.ffn_keep, *plan.attention, *plan.mlp, *plan.blocks]:
+        if not 0 <= i < n:
+            raise ValueError(f"plan names block {i}, model has {n}")
+    for i, keep in plan.ffn_keep.items():
+        if i not in plan.blocks and adapter.has_mlp(i):
+            keep_ffn_neurons(adapter, i, keep)
+    whole = set(plan.blocks) | (set(plan.attention) & set(plan.mlp))
+    for i in sorted(set(plan.attention) - whole):
+        remove_attention(adapter, i)
+    for i in sorted(set(plan.mlp) - whole):
+        remove_mlp(adapter, i)
+    if whole:
+        remove_blocks(adapter, sorted(whole))
+    _sync_config(adapter)
+    renumber_cache_layers(adapter)
+    return model
+
+
+def _sync_config(adapter: ModelAdapter) -> None:
+    """Record a uniform FFN width in the config when every remaining MLP shares one."""
+    widths = {adapter.ffn_width(i) for i in range(adapter.num_blocks) if adapter.has_mlp(i)}
+    if len(widths) == 1 and hasattr(adapter.config, "intermediate_size"):
+        adapter.config.intermediate_size = widths.pop()
+
+
+# --- structure manifest: lets a pruned checkpoint be rebuilt before its weights load ------
+
+
+def structure_of(model: nn.Module) -> dict:
+    """Describe what surgery did, enough to rebuild the skeleton of ``model``."""
+    adapter = get_adapter(model)
+    return {
+        "num_blocks": adapter.num_blocks,
+        "attention_removed": [i for i in range(adapter.num_blocks) if not adapter.has_attention(i)],
+        "mlp_removed": [i for i in range(adapter.num_blocks) if not adapter.has_mlp(i)],
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+    }
+
+
+def rebuild_structure(model: nn.Module, structure: dict) -> nn.Module:
+    """Reshape a freshly built model so that a pruned state dict of ``structure`` loads."""
+    adapter = get_adapter(model)
+    if adapter.num_blocks != structure["num_blocks"]:
+        raise ValueError("config and structure disagree on the number of blocks")
+    for i in structure["attention_removed"]:
+        remove_attention(adapter, i)
+    for i in structure["mlp_removed"]:
+        remove_mlp(adapter, i)
+    for name, shape in structure["shapes"].items():
+        _resize(model, name, tuple(shape))
+    _sync_config(adapter)
+    renumber_cache_layers(adapter)
+    return model
+
+
+def _resize(model: nn.Module, name: str, shape: tuple[int, ...]) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    current = getattr(module, leaf, None)
+    if current is None or tuple(current.shape) == shape:
+        return
+    fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
+    if isinstance(current, nn.Parameter):
+        setattr(module, leaf, nn.Parameter(fresh, requires_grad=False))
+    else:
+        module.register_buffer(leaf, fresh)
+    if isinstance(module, nn.Linear) and leaf == "weight":
+        module.out_features, module.in_features = shape
