@@ -77,14 +77,19 @@ def check_model(spec: ModelSpec):
     return config
 
 
-def load_model(spec: ModelSpec) -> tuple[nn.Module, object]:
-    """Load ``(model, tokenizer)`` in eval mode on the resolved device and dtype."""
+def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module, object]:
+    """Load ``(model, tokenizer)`` in eval mode on the resolved device and dtype.
+
+    With ``with_tokenizer=False`` the tokenizer is not read and ``None`` is returned for it.
+    """
     config = check_model(spec)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(
-        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-    )
+    tokenizer = None
+    if with_tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
     structure_file = Path(spec.name_or_path) / STRUCTURE_FILE
     if structure_file.exists():
         model = _load_pruned(Path(spec.name_or_path), config, dtype, device)

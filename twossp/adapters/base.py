@@ -55,6 +55,9 @@ class ModelAdapter:
     attn_norm_name: ClassVar[str | None] = "input_layernorm"
     mlp_norm_name: ClassVar[str | None] = "post_attention_layernorm"
     final_norm_name: ClassVar[str] = "norm"
+    # Blocks are sequential pre-RMSNorm (``h += attn(norm(h)); h += mlp(norm(h))``) and
+    # ``residual_readers`` / ``residual_writers`` are implemented: rotation methods can run.
+    supports_rotation: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -118,6 +121,35 @@ class ModelAdapter:
     def keep_ffn_neurons(self, i: int, keep: torch.Tensor) -> None:
         """Physically keep only the intermediate neurons ``keep`` (sorted) of block ``i``."""
         raise NotImplementedError
+
+    # --- residual stream (rotation methods) ------------------------------------------
+    @property
+    def embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def residual_readers(self, i: int) -> tuple[list[nn.Linear], list[nn.Linear]]:
+        """(attention, MLP) linears reading block ``i``'s residual stream through its norms."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose residual readers")
+
+    def residual_writers(self, i: int) -> tuple[nn.Linear, nn.Linear]:
+        """(attention, MLP) output projections writing into block ``i``'s residual stream."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose residual writers")
+
+    def norms(self, i: int) -> tuple[nn.Module, nn.Module]:
+        """(attention, MLP) norms of block ``i``."""
+        block = self.blocks[i]
+        return getattr(block, self.attn_norm_name), getattr(block, self.mlp_norm_name)
+
+    def set_norms(self, i: int, attn_norm: nn.Module, mlp_norm: nn.Module) -> None:
+        setattr(self.blocks[i], self.attn_norm_name, attn_norm)
+        setattr(self.blocks[i], self.mlp_norm_name, mlp_norm)
+
+    def set_final_norm(self, module: nn.Module) -> None:
+        setattr(self.decoder, self.final_norm_name, module)
+
+    @property
+    def norm_eps(self) -> float:
+        return float(self.config.rms_norm_eps)
 
     # --- bookkeeping --------------------------------------------------------------------
     def attention_layer_index_holders(self) -> list[nn.Module]:

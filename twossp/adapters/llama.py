@@ -14,6 +14,7 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class LlamaAdapter(ModelAdapter):
     model_types = ("llama", "mistral", "qwen2")
+    supports_rotation = True
 
     def ffn_out_proj(self, i: int) -> nn.Linear:
         return self.mlp(i).down_proj
@@ -25,3 +26,10 @@ class LlamaAdapter(ModelAdapter):
         slice_linear(mlp.down_proj, keep, dim=1)
         if hasattr(mlp, "intermediate_size"):
             mlp.intermediate_size = int(keep.numel())
+
+    def residual_readers(self, i: int) -> tuple[list[nn.Linear], list[nn.Linear]]:
+        attn, mlp = self.attention(i), self.mlp(i)
+        return [attn.q_proj, attn.k_proj, attn.v_proj], [mlp.gate_proj, mlp.up_proj]
+
+    def residual_writers(self, i: int) -> tuple[nn.Linear, nn.Linear]:
+        return self.attention(i).o_proj, self.mlp(i).down_proj

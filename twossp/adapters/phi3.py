@@ -14,6 +14,7 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class Phi3Adapter(ModelAdapter):
     model_types = ("phi3",)
+    supports_rotation = True
 
     def ffn_out_proj(self, i: int) -> nn.Linear:
         return self.mlp(i).down_proj
@@ -23,3 +24,9 @@ class Phi3Adapter(ModelAdapter):
         width = self.ffn_width(i)
         slice_linear(mlp.gate_up_proj, torch.cat([keep, keep + width]), dim=0)
         slice_linear(mlp.down_proj, keep, dim=1)
+
+    def residual_readers(self, i: int) -> tuple[list[nn.Linear], list[nn.Linear]]:
+        return [self.attention(i).qkv_proj], [self.mlp(i).gate_up_proj]
+
+    def residual_writers(self, i: int) -> tuple[nn.Linear, nn.Linear]:
+        return self.attention(i).o_proj, self.mlp(i).down_proj

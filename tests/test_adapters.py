@@ -1,0 +1,52 @@
+"""Contract suite: every adapter gives the same view of its tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from twossp.adapters import (
+    SUPPORTED_MODEL_TYPES,
+    UnsupportedArchitectureError,
+    adapter_class,
+    get_adapter,
+)
+from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
+
+
+def test_supported_families(family):
+    assert family in SUPPORTED_MODEL_TYPES
+
+
+def test_unsupported_model_type_lists_supported():
+    with pytest.raises(UnsupportedArchitectureError, match="supported: .*llama.*phi3"):
+        adapter_class("gpt_neox")
+
+
+def test_structure(model):
+    a = get_adapter(model)
+    assert a.num_blocks == model.config.num_hidden_layers == 4
+    for i in range(a.num_blocks):
+        assert a.has_attention(i) and a.has_mlp(i)
+        assert a.ffn_width(i) == model.config.intermediate_size
+        attn, mlp = a.submodule_params(i)
+        assert attn > 0 and mlp > 0
+    total = sum(p.numel() for p in model.parameters())
+    assert a.block_params() + a.embed_params() == total
+
+
+def test_block_runner_matches_model_forward(model):
+    a = get_adapter(model)
+    ids = torch.randint(3, 128, (1, 24))
+    hidden, kwargs = capture_block_inputs(a, ids)
+    logits = logits_from_hidden(a, run_blocks(a, hidden, kwargs))
+    assert torch.equal(logits, model(input_ids=ids).logits)
+
+
+def test_ffn_out_proj_sees_intermediate_activation(model):
+    a = get_adapter(model)
+    seen = {}
+    h = a.ffn_out_proj(0).register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    model(input_ids=torch.randint(3, 128, (1, 8)))
+    h.remove()
+    assert seen["x"].shape[-1] == a.ffn_width(0)

@@ -1,0 +1,84 @@
+"""End to end on the real stories260K model and real text (skipped without ../shared)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.run import register_resolvers, to_run_spec
+from tests.conftest import needs_shared
+from twossp.data import MissingDatasetError
+from twossp.modeling import ModelSpec, count_params, load_model, save_pruned
+from twossp.pipeline import prepare, run
+from twossp.plan import PrunePlan
+from twossp.results import plan_path, read_runs
+from twossp.surgery import apply_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = needs_shared()
+
+
+def _spec(tmp_path, *overrides):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"paths.results_dir={tmp_path}", "eval.max_windows=8", "calib.n_samples=8",
+                       "progress=false", *overrides],
+        )
+    return to_run_spec(cfg)
+
+
+def test_twossp_run_records_everything(tmp_path):
+    spec = _spec(tmp_path, "method=twossp", "sparsity=0.375")
+    out = run(spec)
+    assert out.status == "done"
+    rows = read_runs(tmp_path)
+    assert sorted(rows.dataset) == ["c4", "ptb", "wikitext2"]
+    assert (rows.metric == "ppl").all() and (rows.value > 1).all()
+    row = rows.iloc[0]
+    assert abs(row.achieved_sparsity - 0.375) < 0.005
+    assert row.params_after < row.params_before
+    variant = json.loads(row.variant)
+    assert variant["seqlen"] == 512 and variant["windows"] == 8  # capped at the context
+    plan = PrunePlan.load(plan_path(tmp_path, spec.config_hash))
+    assert plan.info["n_attn"] == len(plan.attention) >= 1
+    assert run(spec).status == "skipped"
+
+
+def test_plan_replay_and_saved_model(tmp_path):
+    spec = _spec(tmp_path, "method=twossp", "sparsity=0.5", "save_model=true")
+    out = run(spec)
+    saved, _ = load_model(ModelSpec(str(spec.save_model_dir)), with_tokenizer=False)
+    row = out.frame.iloc[0]
+    assert count_params(saved) == row.params_after
+    fresh, _ = load_model(spec.model, with_tokenizer=False)
+    apply_plan(fresh, out.plan)
+    ids = torch.randint(3, 500, (1, 64))
+    assert torch.equal(saved(input_ids=ids).logits, fresh(input_ids=ids).logits)
+
+
+def test_bad_input_fails_before_loading(tmp_path):
+    with pytest.raises(MissingDatasetError, match="does not exist"):
+        prepare(_spec(tmp_path, "eval.datasets.ptb.local_path=/nonexistent/ptb.txt"))
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        prepare(_spec(tmp_path, "sparsity=1.2"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare(_spec(tmp_path, "model.name_or_path=/nonexistent/model"))
+
+
+def test_cli_multirun_resumes(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "method=dense,twossp",
+           "sparsity=0.25", f"paths.results_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
+           "eval.max_windows=2", "calib.n_samples=4", "progress=false"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert second.stdout.count("skipped (already done)") == 2
