@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP, get_adapter
+from twossp.adapters.rotation import rebuild_rotation, rotation_structure
 from twossp.plan import PrunePlan
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,16 @@ def _sync_config(adapter: ModelAdapter) -> None:
 def structure_of(model: nn.Module) -> dict:
     """Describe what surgery did, enough to rebuild the skeleton of ``model``."""
     adapter = get_adapter(model)
-    return {
+    structure = {
         "num_blocks": adapter.num_blocks,
         "attention_removed": [i for i in range(adapter.num_blocks) if not adapter.has_attention(i)],
         "mlp_removed": [i for i in range(adapter.num_blocks) if not adapter.has_mlp(i)],
         "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
     }
+    rotation = rotation_structure(adapter)  # only rotated models (SliceGPT) have this key
+    if rotation is not None:
+        structure["rotation"] = rotation
+    return structure
 
 
 def rebuild_structure(model: nn.Module, structure: dict) -> nn.Module:
@@ -121,6 +126,8 @@ def rebuild_structure(model: nn.Module, structure: dict) -> nn.Module:
         remove_attention(adapter, i)
     for i in structure["mlp_removed"]:
         remove_mlp(adapter, i)
+    if "rotation" in structure:
+        rebuild_rotation(adapter, structure["rotation"])
     for name, shape in structure["shapes"].items():
         _resize(model, name, tuple(shape))
     _sync_config(adapter)

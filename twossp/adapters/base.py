@@ -151,6 +151,17 @@ class ModelAdapter:
     def norm_eps(self) -> float:
         return float(self.config.rms_norm_eps)
 
+    def untie_lm_head(self) -> None:
+        """Give the head its own copy of tied input embeddings and record that in the config."""
+        head, embed = self.lm_head, self.embeddings
+        if head.weight is embed.weight or head.weight.data_ptr() == embed.weight.data_ptr():
+            head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+        self.config.tie_word_embeddings = False
+        if hasattr(self.model, "get_expanded_tied_weights_keys"):  # HF's cached tying map
+            self.model.all_tied_weights_keys = self.model.get_expanded_tied_weights_keys(
+                all_submodels=True
+            )
+
     # --- bookkeeping --------------------------------------------------------------------
     def attention_layer_index_holders(self) -> list[nn.Module]:
         """Modules carrying a ``layer_idx`` used to address the KV cache, in block order."""

@@ -15,6 +15,7 @@ from twossp.methods.base import PruningMethod
 METHODS: dict[str, str] = {
     "dense": "twossp.methods.dense:Dense",
     "twossp": "twossp.methods.twossp:TwoSSP",
+    "evopress": "baselines.evopress:EvoPress",
 }
 
 
