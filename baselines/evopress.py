@@ -47,6 +47,12 @@ Deviations:
     earlier candidate, so a seed fixes the result.
 (5) On Phi (one norm shared by attention and MLP) the shared norm is removed only with a
     whole block, so the achieved sparsity can fall a few norm parameters short of ``k/N``.
+(6) For the record only (the search does not use it), the initial population's best and the
+    final best are re-scored on one common draw of ``tokens[-1]`` tokens; ``plan.info`` keeps
+    both, the per-generation history, the generations run and the submodule counts.
+
+Memory: the dense logits of every calibration window are kept on the CPU in the model's
+dtype (windows x seqlen x vocab), as the reference code keeps its target logits.
 """
 
 from __future__ import annotations
@@ -115,6 +121,24 @@ def sample_windows(rng: random.Random, n_windows: int, seqlen: int, tokens: int)
     return tuple(sorted(chosen))
 
 
+@dataclass
+class SearchResult:
+    """Outcome of :meth:`EvoPress.evolve`.
+
+    Attributes:
+        best: the final configuration.
+        history: the population's best fitness after the initial selection and after each
+            generation, each as measured in its own selection step (on its own tokens).
+        initial_fitness / best_fitness: the initial population's best and the final best,
+            scored on one fresh draw of ``tokens[-1]`` tokens, so the two compare.
+    """
+
+    best: Genome
+    history: list[float]
+    initial_fitness: float
+    best_fitness: float
+
+
 class KLFitness:
     """KL divergence of a configuration's next-token distribution to the dense model's.
 
@@ -129,7 +153,9 @@ class KLFitness:
         self.dense: list[torch.Tensor] = []
         self.evaluations = 0
         self._memo: dict[tuple[Genome, Windows], float] = {}
-        for s in tqdm(self.samples, desc="EvoPress dense logits", disable=not progress, leave=False):
+        for s in tqdm(
+            self.samples, desc="EvoPress dense logits", disable=not progress, leave=False
+        ):
             self.inputs.append(capture_block_inputs(adapter, s[None]))
             self.dense.append(self._logits(len(self.inputs) - 1).cpu())
 
@@ -237,7 +263,9 @@ class EvoPress(PruningMethod):
     def check(self, model: nn.Module, sparsity: float) -> None:
         self._check_settings()
         adapter = get_adapter(model)
-        if not all(adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)):
+        if not all(
+            adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)
+        ):
             raise ValueError("EvoPress expects a model whose blocks all have attention and an MLP")
         self.units_to_remove(model, sparsity)
 
@@ -246,7 +274,10 @@ class EvoPress(PruningMethod):
         if tokens > pool:
             log.warning(
                 "EvoPress: %s of %d tokens exceeds the %d calibration tokens; using %d",
-                what, tokens, pool, pool,
+                what,
+                tokens,
+                pool,
+                pool,
             )
         return min(tokens, pool)
 
@@ -256,17 +287,25 @@ class EvoPress(PruningMethod):
         calib = ctx.calibration
         if calib.dim() != 2 or calib.shape[0] < 1 or calib.shape[1] < 2:
             raise ValueError(
-                f"EvoPress needs calibration ids of shape [n >= 1, seqlen >= 2], got {tuple(calib.shape)}"
+                "EvoPress needs calibration ids of shape [n >= 1, seqlen >= 2], "
+                f"got {tuple(calib.shape)}"
             )
         adapter = get_adapter(model)
-        n_blocks, k = adapter.num_blocks, self.units_to_remove(model, ctx.sparsity)
-        n_windows, seqlen = calib.shape
+        k = self.units_to_remove(model, ctx.sparsity)
+        generations = self.n_generations(adapter.num_blocks, k)
+        fitness = KLFitness(adapter, calib, ctx.progress)
+        result = self.evolve(fitness, k, generations, random.Random(ctx.seed), ctx.progress)
+        return self._plan(adapter, result, k, ctx.sparsity, generations, fitness.evaluations)
+
+    def evolve(
+        self, fitness: KLFitness, k: int, generations: int, rng: random.Random, progress: bool
+    ) -> SearchResult:
+        """Run the search from a random initial population."""
+        n_blocks = fitness.adapter.num_blocks
+        n_windows, seqlen = fitness.samples.shape
         pool = n_windows * seqlen
         initial_tokens = self._cap(self.initial_tokens, pool, "initial_tokens")
         tokens = [self._cap(t, pool, f"selection step {j}") for j, t in enumerate(self.tokens)]
-        generations = self.n_generations(n_blocks, k)
-        rng = random.Random(ctx.seed)
-        fitness = KLFitness(adapter, calib, ctx.progress)
 
         def select(candidates: list[Genome], keep: int, budget: int):
             windows = sample_windows(rng, n_windows, seqlen, budget)
@@ -274,29 +313,32 @@ class EvoPress(PruningMethod):
             order = sorted(range(len(candidates)), key=lambda j: (scores[j], j))[:keep]
             return [candidates[j] for j in order], [scores[j] for j in order]
 
-        space = math.comb(n_blocks, k) ** 2
+        space = math.comb(n_blocks, k) ** 2  # distinct configurations
         initial = self._distinct(
             lambda: random_genome(rng, n_blocks, k), min(self.initially_generated, space), set()
         )
         population, scores = select(initial, self.survivors[-1], initial_tokens)
-        history = [scores[0]]
-        bar = tqdm(range(generations), desc="EvoPress", disable=not ctx.progress, leave=False)
+        first, history = population[0], [scores[0]]
+        bar = tqdm(range(generations), desc="EvoPress", disable=not progress, leave=False)
         for _ in bar:
             children = self._distinct(
-                lambda: mutate(rng, rng.choice(population), n_blocks, self.max_mutations),
+                lambda parents=population: mutate(
+                    rng, rng.choice(parents), n_blocks, self.max_mutations
+                ),
                 min(self.offspring, space - len(population)),
                 set(population),
             )
-            for step, (keep, budget) in enumerate(zip(self.survivors, tokens)):
+            for step, (keep, budget) in enumerate(zip(self.survivors, tokens, strict=True)):
                 if step == len(tokens) - 1:  # elitism: parents compete in the last step
                     children += [p for p in population if p not in children]
                 children, scores = select(children, keep, budget)
             population = children
             history.append(scores[0])
             bar.set_postfix(kl=f"{scores[0]:.4g}")
-
+        # Score the initial and the final best on the same tokens, so the two compare.
+        windows = sample_windows(rng, n_windows, seqlen, tokens[-1])
         best = population[0]
-        return self._plan(adapter, best, k, ctx.sparsity, generations, history, fitness.evaluations)
+        return SearchResult(best, history, fitness(first, windows), fitness(best, windows))
 
     @staticmethod
     def _distinct(draw, count: int, exclude: set) -> list[Genome]:
@@ -314,7 +356,8 @@ class EvoPress(PruningMethod):
             log.debug("EvoPress: drew %d distinct configurations of %d wanted", len(out), count)
         return out
 
-    def _plan(self, adapter, best: Genome, k, sparsity, generations, history, evaluations):
+    def _plan(self, adapter, result: SearchResult, k, sparsity, generations, evaluations):
+        best = result.best
         params = [adapter.submodule_params(i) for i in range(adapter.num_blocks)]
         removed = sum(params[i][0] for i in best[0]) + sum(params[i][1] for i in best[1])
         block_params = adapter.block_params()
@@ -323,9 +366,9 @@ class EvoPress(PruningMethod):
             "n_mlp_removed": len(best[1]),
             "generations": generations,
             "evaluations": evaluations,
-            "best_fitness": history[-1],
-            "initial_fitness": history[0],
-            "fitness_history": history,
+            "best_fitness": result.best_fitness,
+            "initial_fitness": result.initial_fitness,
+            "fitness_history": result.history,
             "target_sparsity": sparsity,
             "target_units_per_kind": k,
             "target_block_fraction": k / adapter.num_blocks,
@@ -334,6 +377,9 @@ class EvoPress(PruningMethod):
         }
         log.info(
             "EvoPress: drop attention %s and MLP %s (KL %.4g after %d generations)",
-            list(best[0]), list(best[1]), history[-1], generations,
+            list(best[0]),
+            list(best[1]),
+            result.best_fitness,
+            generations,
         )
         return PrunePlan(attention=list(best[0]), mlp=list(best[1]), info=info)

@@ -9,6 +9,7 @@ Library code never sees the Hydra config; everything it needs is converted here.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python experiments/run.py` without installing
     sys.path.insert(0, str(ROOT))
+# Launcher jobs (hydra/launcher=local|slurm) unpickle this module's task in a new process,
+# which must import twossp too: pass the root on through the environment they inherit.
+if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
 
 from twossp.data import CalibrationSpec, TextDataset  # noqa: E402
+from twossp.evaluation.downstream import DownstreamSpec  # noqa: E402
+from twossp.evaluation.downstream import spec_from_dict as downstream_spec  # noqa: E402
 from twossp.modeling import ModelSpec  # noqa: E402
 from twossp.pipeline import EvalSpec, RunSpec, run  # noqa: E402
 from twossp.results import config_hash  # noqa: E402
@@ -65,10 +74,26 @@ def _hash_view(cfg: DictConfig) -> dict:
         "eval": {
             **{k: cfg.eval[k] for k in ("seqlen", "max_windows")},
             "datasets": {n: data(cfg.eval.datasets[n]) for n in cfg.eval.use},
-            "downstream": OmegaConf.to_container(cfg.eval.get("downstream"), resolve=True)
-            if cfg.eval.get("downstream") else None,
+            "downstream": _downstream_hash_view(cfg.eval.get("downstream")),
         },
     }
+
+
+def _downstream_hash_view(node) -> dict | None:
+    """The downstream settings that change a result; a local task folder counts by name only."""
+    if not node:
+        return None
+    d = OmegaConf.to_container(node, resolve=True)
+    d.pop("batch_size", None)
+    if d.get("local_dir"):
+        d["local_dir"] = Path(d["local_dir"]).name
+    return d
+
+
+def _downstream(node) -> DownstreamSpec | None:
+    if not node:
+        return None
+    return downstream_spec(OmegaConf.to_container(node, resolve=True))
 
 
 def to_run_spec(cfg: DictConfig) -> RunSpec:
@@ -89,8 +114,9 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
     evaluation = EvalSpec(
         datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
         seqlen=int(cfg.eval.seqlen),
-        batch_size=int(cfg.eval.batch_size),
+        batch_size="auto" if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size),
         max_windows=cfg.eval.max_windows,
+        downstream=_downstream(cfg.eval.get("downstream")),
     )
     digest = config_hash(_hash_view(cfg))
     return RunSpec(

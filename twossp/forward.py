@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from twossp.adapters import ModelAdapter
+from twossp.modeling import execution_device
 
 
 class _Stop(Exception):
@@ -41,14 +42,36 @@ def _output(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _to_device(value, device: torch.device | None):
+    """``value`` (a tensor, or a tuple / list / dict holding tensors) on ``device``."""
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
 @torch.no_grad()
 def run_blocks(
     adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict, start: int = 0, end: int | None = None
 ) -> torch.Tensor:
-    """Run blocks ``start..end-1`` on ``hidden``."""
+    """Run blocks ``start..end-1`` on ``hidden``.
+
+    Blocks may live on different devices (``device_map``): the hidden state and the block
+    kwargs follow each block to its device, so the result is on the last block's device.
+    """
     end = adapter.num_blocks if end is None else end
     for i in range(start, end):
-        hidden = _output(adapter.blocks[i](hidden, **kwargs))
+        block = adapter.blocks[i]
+        device = execution_device(block)
+        if device is not None and hidden.device != device:
+            hidden = hidden.to(device)
+            kwargs = _to_device(kwargs, device)
+        hidden = _output(block(hidden, **kwargs))
     return hidden
 
 
@@ -63,7 +86,9 @@ def block_inputs(adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict) -> l
 
 @torch.no_grad()
 def logits_from_hidden(adapter: ModelAdapter, hidden: torch.Tensor) -> torch.Tensor:
-    return adapter.lm_head(adapter.final_norm(hidden))
+    hidden = _to_device(hidden, execution_device(adapter.final_norm))
+    hidden = adapter.final_norm(hidden)
+    return adapter.lm_head(_to_device(hidden, execution_device(adapter.lm_head)))
 
 
 def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:

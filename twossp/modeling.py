@@ -7,6 +7,7 @@ weights load. :func:`load_model` handles both kinds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ class ModelSpec:
         dtype: ``auto`` (bf16 on CUDA, fp32 on CPU) or float32 / bfloat16 / float16.
         device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ...
         revision: hub revision (branch, tag or commit).
-        device_map: passed to ``from_pretrained`` for models larger than one GPU.
+        device_map: passed to ``from_pretrained`` for models larger than one GPU (``auto``
+            spreads blocks over the visible GPUs, then CPU; see :func:`execution_device`).
+        max_memory: per-device caps for ``device_map`` (``{0: "70GiB", "cpu": "200GiB"}``).
+        offload_folder: where accelerate may offload weights that fit nowhere else.
     """
 
     name_or_path: str
@@ -46,6 +50,8 @@ class ModelSpec:
     revision: str | None = None
     trust_remote_code: bool = False
     device_map: str | None = None
+    max_memory: dict | None = None
+    offload_folder: str | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -93,6 +99,8 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
     structure_file = Path(spec.name_or_path) / STRUCTURE_FILE
     if structure_file.exists():
         model = _load_pruned(Path(spec.name_or_path), config, dtype, device)
+        if spec.device_map is not None:
+            model = _dispatch(model, spec)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             spec.name_or_path,
@@ -100,6 +108,7 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
             dtype=dtype,
             trust_remote_code=spec.trust_remote_code,
             device_map=spec.device_map,
+            **_placement_kwargs(spec),
         )
         if spec.device_map is None:
             model.to(device)
@@ -108,6 +117,61 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
         p.requires_grad_(False)
     log.info("loaded %s (%s, %s)", spec.name_or_path, config.model_type, dtype)
     return model, tokenizer
+
+
+def _placement_kwargs(spec: ModelSpec) -> dict:
+    """Extra ``from_pretrained`` arguments for ``device_map`` placement (only those set)."""
+    if spec.device_map is None:
+        return {}
+    extra = {}
+    if spec.max_memory:
+        extra["max_memory"] = _max_memory(spec)
+    if spec.offload_folder:
+        extra["offload_folder"] = spec.offload_folder
+    return extra
+
+
+def _max_memory(spec: ModelSpec) -> dict:
+    """``max_memory`` with GPU indices as ints (YAML / CLI keys arrive as strings)."""
+    return {int(k) if str(k).isdigit() else k: v for k, v in dict(spec.max_memory).items()}
+
+
+def _dispatch(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """Spread a model loaded on one device over ``spec.device_map`` with accelerate."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = spec.device_map
+    if isinstance(device_map, str):
+        device_map = infer_auto_device_map(
+            model,
+            max_memory=_max_memory(spec) if spec.max_memory else None,
+            no_split_module_classes=list(getattr(model, "_no_split_modules", None) or []),
+        )
+    return dispatch_model(model, device_map=device_map, offload_dir=spec.offload_folder)
+
+
+def execution_device(module: nn.Module) -> torch.device | None:
+    """The device ``module`` computes on; None for a module with no weights and no hook.
+
+    A module placed by accelerate (``device_map``, offloading) carries a hook naming its
+    execution device; offloaded weights sit on the ``meta`` device until a call loads them.
+    """
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.device.type != "meta":
+            return tensor.device
+    return None
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where token ids for ``model`` go: the device of its input embeddings."""
+    device = execution_device(model.get_input_embeddings())
+    if device is None:
+        device = next(model.parameters()).device
+    return device
 
 
 def _load_pruned(path: Path, config, dtype: torch.dtype, device: torch.device) -> nn.Module:

@@ -18,6 +18,7 @@ import torch
 
 from twossp import sparsity as sp
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
+from twossp.evaluation.efficiency import PeakMemory, resolve_batch_size, track_peak_memory
 from twossp.evaluation.perplexity import perplexity
 from twossp.methods import PruneContext, PruningMethod, build_method
 from twossp.modeling import ModelSpec, check_model, load_model, save_pruned
@@ -32,7 +33,7 @@ class EvalSpec:
 
     datasets: list[TextDataset] = field(default_factory=list)
     seqlen: int = 2048
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto": sized to free GPU memory (8 on CPU)
     max_windows: int | None = None
     downstream: object | None = None
 
@@ -82,6 +83,8 @@ def prepare(spec: RunSpec) -> PruningMethod:
     check_model(spec.model)
     for ds in spec.eval.datasets:
         ds.check()
+    if spec.eval.downstream is not None:
+        spec.eval.downstream.check()
     if method.needs_calibration:
         spec.calib.dataset.check()
     return method
@@ -107,7 +110,8 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     method.check(model, target)
 
     start = time.perf_counter()
-    plan = method.prune(model, PruneContext(target, calibration, spec.seed, spec.progress))
+    with track_peak_memory() as prune_peak:
+        plan = method.prune(model, PruneContext(target, calibration, spec.seed, spec.progress))
     prune_seconds = time.perf_counter() - start
     after = sp.count(model)
     achieved = sp.measure(before, after)
@@ -115,7 +119,9 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     log.info("%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
              method.name, target, achieved, before.total, after.total, prune_seconds)
 
-    metrics = evaluate(model, tokenizer, spec)
+    with track_peak_memory() as eval_peak:
+        metrics = evaluate(model, tokenizer, spec)
+    metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
     record = RunRecord(
         run_id=uuid.uuid4().hex[:12],
         config_hash=spec.config_hash,
@@ -142,12 +148,22 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     return RunOutcome("done", path, frame, plan)
 
 
+def peak_memory_metrics(peaks: dict[str, PeakMemory]) -> list[Metric]:
+    """``peak_memory_gib`` rows (dataset = the phase) for phases measured on CUDA."""
+    return [
+        Metric("peak_memory_gib", phase, peak.peak_gib, {"per_device_bytes": peak.per_device})
+        for phase, peak in peaks.items()
+        if peak.peak_bytes is not None
+    ]
+
+
 def evaluate(model, tokenizer, spec: RunSpec) -> list[Metric]:
     metrics = []
     seqlen = cap_seqlen(spec.eval.seqlen, model.config, "evaluation")
+    batch_size = resolve_batch_size(spec.eval.batch_size, model, seqlen)
     for ds in spec.eval.datasets:
         ids, variant = token_stream(tokenizer, ds, seqlen)
-        res = perplexity(model, ids, seqlen, spec.eval.batch_size, spec.eval.max_windows,
+        res = perplexity(model, ids, seqlen, batch_size, spec.eval.max_windows,
                          desc=f"ppl {ds.name}", progress=spec.progress)
         variant = {**variant, "seqlen": seqlen, "windows": res.windows, "tokens": res.tokens}
         log.info("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)

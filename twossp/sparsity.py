@@ -39,6 +39,26 @@ def blocks_for_sparsity(sparsity: float, n_units: int) -> int:
     return max(k, 1)
 
 
+def params_to_remove(sparsity: float, block_params: int) -> int:
+    """Parameter budget for methods that remove units of unequal size (attention, MLP).
+
+    Policy: remove units one at a time until the removed decoder-block parameters reach
+    ``round(sparsity * block_params)``; the last unit may overshoot, so the achieved sparsity
+    is at or above the target by less than the largest unit (the same direction as
+    :func:`blocks_for_sparsity`). Methods record target and achieved in ``plan.info``.
+
+    Raises:
+        UnreachableSparsityError: if the budget is every block parameter.
+    """
+    budget = round(validate_sparsity(sparsity) * block_params)
+    if budget >= block_params:
+        raise UnreachableSparsityError(
+            f"sparsity {sparsity} would remove all {block_params} block parameters; "
+            "use a lower target"
+        )
+    return max(budget, 1)
+
+
 @dataclass
 class ParamCount:
     total: int
@@ -47,7 +67,9 @@ class ParamCount:
 
 def count(model: nn.Module) -> ParamCount:
     adapter = get_adapter(model)
-    return ParamCount(total=sum(p.numel() for p in model.parameters()), blocks=adapter.block_params())
+    return ParamCount(
+        total=sum(p.numel() for p in model.parameters()), blocks=adapter.block_params()
+    )
 
 
 def measure(before: ParamCount, after: ParamCount) -> float:

@@ -20,12 +20,15 @@ Deviations from the paper and the authors' code (microsoft/TransformerCompressio
    ``round_to`` whose *measured* block sparsity is closest to the target, counting the shortcut
    matrices (parameters of the blocks), the last block's full-width MLP output and shortcut
    (the head is not sliced, the authors' default) and the folded norm scales (gone). The
-   authors, and the 2SSP authors' port, instead slice ``d = floor((1 - s) * D)`` rounded down
-   to a multiple of 8, i.e. ``s`` of the embedding dimension, which removes fewer block
-   parameters than ``s`` because of the shortcuts. Tolerance: the width is always the closest
-   one; ``check`` raises ``UnreachableSparsityError`` when it misses the target by more than
-   ``tolerance`` (default 0.02). With ``round_to=1`` the miss is at most half of one width
-   step: about 0.2 % on stories260K, 1 % on the 64-wide test models, 0.05 % at 7B.
+   SliceGPT authors, and the port in the 2SSP code (read in the fork majing2019/2SSP,
+   ``src/slicegpt.py``), instead slice ``d = int((1 - s) * D)`` rounded down to a multiple of
+   8, i.e. ``s`` of the embedding dimension, which removes fewer block parameters than ``s``
+   because of the shortcuts. Tolerance: the width is the closest
+   multiple of ``round_to`` (8), or the closest width of any size when that multiple misses
+   by more than ``tolerance`` (default 0.02; small models); ``check`` raises
+   ``UnreachableSparsityError`` when even that misses. With width steps of 1 the miss is at
+   most half a step: about 0.2 % on stories260K and 1 % on the 64-wide test models; at 7B a
+   step of 8 is about 0.2 %, so multiples of 8 miss by about 0.1 % at most.
 2. Embeddings and head are outside the measured number. The embedding matrix loses its sliced
    columns as in the paper; a tied head is untied first (the embedding is rotated by the
    first ``Q``, the head by the last), so a tied model's *total* count grows by
@@ -33,14 +36,17 @@ Deviations from the paper and the authors' code (microsoft/TransformerCompressio
 3. PCA runs on the uncentred second moment ``sum X^T X`` in float64, as in the authors' code,
    without their ``0.01 * mean(diag)`` damping (a multiple of the identity does not change
    eigenvectors); eigenvector signs are fixed (largest entry positive) so results are
-   deterministic. Calibration windows carry no padding, so no token masks are needed. The seed
-   is unused: nothing is random.
+   deterministic. Calibration windows carry no padding, so no token masks are needed. The
+   final orientation is the PCA basis; the 2SSP port's ``final_orientation="random"`` (a random
+   rotation inside the kept subspace, the same function up to rounding) is not used, so the
+   seed is unused: nothing is random.
 4. The inputs of the next block are recomputed by running the finished (rotated, sliced)
    block in the model's dtype, instead of projecting the unrotated outputs; the two agree up
    to rounding.
 5. The scale-free norm divides by the original width (as the authors' ``RMSN``) but keeps the
    model's own epsilon (the authors hard-code 1e-5). Phi-3's residual dropouts are not applied
-   inside rotated blocks (identities at inference).
+   inside rotated blocks (identities at inference). Rotated blocks are not Hugging Face
+   decoder-layer classes, so ``output_hidden_states=True`` returns no hidden states.
 6. Not implemented: LayerNorm families and parallel blocks (phi), the recovery fine-tuning
    and the varying-width slicing schedules of the authors' code. Calibration data are
    whatever the harness provides (2SSP: C4 windows), not the paper's WikiText-2 / Alpaca.

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter
 from twossp.adapters.rotation import install_shortcut_block
-from twossp.forward import capture_block_inputs
+from twossp.forward import capture_block_inputs, run_blocks
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def rotate_embeddings(embedding: nn.Embedding, q: torch.Tensor) -> None:
 
 def _shortcut_weight(q_from: torch.Tensor, q_to: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Weight ``[d_to, d_from]`` of the linear ``x -> x @ q_from^T @ q_to``."""
-    return (q_to.T @ q_from).to(dtype)
+    return (q_to.T @ q_from.to(q_to.device)).to(dtype)
 
 
 class _Signals:
@@ -103,13 +103,13 @@ class _Signals:
             moment.add(hidden)
         return moment
 
-    def run(self, i: int, observe: Callable[[torch.Tensor], None] | None = None, keep: bool = False):
+    def run(
+        self, i: int, observe: Callable[[torch.Tensor], None] | None = None, keep: bool = False
+    ):
         """Run block ``i`` on every chunk; ``observe`` sees each output; ``keep`` advances."""
-        block = self.adapter.blocks[i]
         outputs = []
-        for hidden, kwargs in zip(self.hidden, self.kwargs):
-            out = block(hidden, **kwargs)
-            out = out[0] if isinstance(out, tuple) else out
+        for hidden, kwargs in zip(self.hidden, self.kwargs, strict=True):
+            out = run_blocks(self.adapter, hidden, kwargs, i, i + 1)
             if observe is not None:
                 observe(out)
             if keep:

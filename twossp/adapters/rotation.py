@@ -14,6 +14,10 @@ A rotated model keeps its Hugging Face classes except for two small modules:
 
 :func:`rotation_structure` / :func:`rebuild_rotation` extend the surgery manifest so that
 :func:`twossp.modeling.load_model` can rebuild the skeleton before the weights load.
+
+Known limit: Hugging Face records ``output_hidden_states`` with hooks keyed on its decoder
+layer class, so a model of :class:`ShortcutBlock` returns no hidden states that way; use
+:func:`twossp.forward.block_inputs` instead.
 """
 
 from __future__ import annotations
@@ -85,7 +89,9 @@ class ShortcutBlock(nn.Module):
 def _shortcut(weight: torch.Tensor) -> nn.Linear:
     """A bias-free linear ``x -> x @ weight.T`` holding ``weight`` (``[out, in]``)."""
     out_features, in_features = weight.shape
-    linear = nn.Linear(in_features, out_features, bias=False, device=weight.device, dtype=weight.dtype)
+    linear = nn.Linear(
+        in_features, out_features, bias=False, device=weight.device, dtype=weight.dtype
+    )
     linear.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     return linear
 
@@ -102,6 +108,8 @@ def install_shortcut_block(
     if not adapter.supports_rotation:
         raise ValueError(f"{type(adapter).__name__} does not support residual rotation")
     block = adapter.blocks[i]
+    device = next(block.parameters()).device
+    attn_weight, mlp_weight = attn_weight.to(device), mlp_weight.to(device)
     if isinstance(block, ShortcutBlock):
         block.attn_shortcut = _shortcut(attn_weight)
         block.mlp_shortcut = _shortcut(mlp_weight)

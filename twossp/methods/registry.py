@@ -15,7 +15,11 @@ from twossp.methods.base import PruningMethod
 METHODS: dict[str, str] = {
     "dense": "twossp.methods.dense:Dense",
     "twossp": "twossp.methods.twossp:TwoSSP",
+    "slicegpt": "baselines.slicegpt:SliceGPT",
     "evopress": "baselines.evopress:EvoPress",
+    "shortgpt": "baselines.shortgpt:ShortGPT",
+    "window": "baselines.window:SlidingWindow",
+    "blockpruner": "baselines.blockpruner:BlockPruner",
 }
 
 

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from twossp.adapters import ModelAdapter, ZeroAttention, get_adapter
-from twossp.forward import block_inputs, capture_block_inputs, logits_from_hidden, nll_sum, run_blocks
+from twossp.adapters import ModelAdapter, get_adapter
 from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy
 from twossp.plan import PrunePlan
+from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError
 from twossp.surgery import keep_ffn_neurons, remove_attention, renumber_cache_layers
 
@@ -121,43 +121,6 @@ def stage1_ffn_neurons(
     }
 
 
-class _Scorer:
-    """Calibration NLL of the model with one attention zeroed, from cached block inputs."""
-
-    def __init__(self, adapter: ModelAdapter, samples: torch.Tensor, use_cache: bool):
-        self.adapter, self.samples, self.use_cache = adapter, samples, use_cache
-        device = next(adapter.model.parameters()).device
-        self.samples = samples.to(device)
-        if use_cache:
-            captured = [capture_block_inputs(adapter, s[None]) for s in self.samples]
-            self.kwargs = [kw for _, kw in captured]
-            self.states = [block_inputs(adapter, h, kw) for (h, kw) in captured]
-
-    def nll_without_attention(self, i: int) -> float:
-        old = self.adapter.set_attention(i, ZeroAttention())
-        try:
-            return sum(self._nll(s, i) for s in range(len(self.samples)))
-        finally:
-            self.adapter.set_attention(i, old)
-
-    def _nll(self, s: int, start: int) -> float:
-        ids = self.samples[s][None]
-        if self.use_cache:
-            hidden = run_blocks(self.adapter, self.states[s][start], self.kwargs[s], start)
-            logits = logits_from_hidden(self.adapter, hidden)
-        else:
-            logits = self.adapter.model(input_ids=ids, use_cache=False).logits
-        return nll_sum(logits, ids)[0]
-
-    def refresh_from(self, i: int) -> None:
-        """Block ``i`` changed: recompute the cached inputs of every later block."""
-        if not self.use_cache:
-            return
-        for s, states in enumerate(self.states):
-            for j in range(i, self.adapter.num_blocks):
-                states[j + 1] = run_blocks(self.adapter, states[j], self.kwargs[s], j, j + 1)
-
-
 @torch.no_grad()
 def stage2_attention(
     adapter: ModelAdapter,
@@ -170,14 +133,14 @@ def stage2_attention(
 
     Returns the removed block indices in removal order. Ties go to the lower index.
     """
-    scorer = _Scorer(adapter, samples, use_cache)
+    scorer = SubmoduleScorer(adapter, samples, use_cache)
     removed: list[int] = []
     for _ in tqdm(range(n_attn), desc="2SSP stage 2", disable=not progress, leave=False):
         best, best_nll = None, math.inf
         for i in range(adapter.num_blocks):
             if not adapter.has_attention(i):
                 continue
-            nll = scorer.nll_without_attention(i)
+            nll = scorer.nll_without("attention", i)
             if nll < best_nll:
                 best, best_nll = i, nll
         remove_attention(adapter, best)
@@ -221,7 +184,9 @@ class TwoSSP(PruningMethod):
 
     def check(self, model: nn.Module, sparsity: float) -> None:
         adapter = get_adapter(model)
-        if not all(adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)):
+        if not all(
+            adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)
+        ):
             raise ValueError("2SSP expects a model whose blocks all have attention and an MLP")
         if self.n_calib_stage2 < 1:
             raise ValueError(f"n_calib_stage2 must be >= 1, got {self.n_calib_stage2}")
@@ -235,14 +200,19 @@ class TwoSSP(PruningMethod):
         budget = self.budget(model, ctx.sparsity)
         if len(ctx.calibration) < self.n_calib_stage2:
             raise ValueError(
-                f"stage 2 needs {self.n_calib_stage2} calibration samples, got {len(ctx.calibration)}"
+                f"stage 2 needs {self.n_calib_stage2} calibration samples, "
+                f"got {len(ctx.calibration)}"
             )
         keep = stage1_ffn_neurons(adapter, ctx.calibration, budget.ffn_keep, ctx.progress)
         for i, idx in keep.items():
             keep_ffn_neurons(adapter, i, idx)
         adapter.config.intermediate_size = budget.ffn_keep
         removed = stage2_attention(
-            adapter, ctx.calibration[: self.n_calib_stage2], budget.n_attn, self.use_cache, ctx.progress
+            adapter,
+            ctx.calibration[: self.n_calib_stage2],
+            budget.n_attn,
+            self.use_cache,
+            ctx.progress,
         )
         info = {
             "n_attn": budget.n_attn,
@@ -251,6 +221,10 @@ class TwoSSP(PruningMethod):
             "mlp_rate": budget.mlp_rate,
             "attention_order": removed,
         }
-        log.info("2SSP: kept %d/%d FFN neurons per block, removed attention %s",
-                 budget.ffn_keep, budget.ffn_width, removed)
+        log.info(
+            "2SSP: kept %d/%d FFN neurons per block, removed attention %s",
+            budget.ffn_keep,
+            budget.ffn_width,
+            removed,
+        )
         return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info)

@@ -1,0 +1,60 @@
+"""Hidden states at block boundaries and their similarity, for ShortGPT and the window method.
+
+State ``j`` of a sample is the input of block ``j``; state ``N`` is the output of the last
+block (before the final norm). States are produced one sample and one block at a time, so
+memory stays at a few hidden states whatever the depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from twossp.adapters import ModelAdapter
+from twossp.forward import capture_block_inputs, run_blocks
+
+
+def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) -> torch.Tensor:
+    """The first ``n_calib`` calibration samples (all of them when ``None``).
+
+    Raises:
+        ValueError: if there are no samples or fewer than ``n_calib``.
+    """
+    if calibration.dim() != 2 or calibration.numel() == 0:
+        raise ValueError(
+            f"{what} needs [n_samples, seqlen] calibration ids, got {calibration.shape}"
+        )
+    if n_calib is None:
+        return calibration
+    if n_calib < 1 or n_calib > len(calibration):
+        raise ValueError(
+            f"{what}: n_calib={n_calib} but {len(calibration)} calibration samples were given "
+            "(use n_calib <= calib.n_samples, or null for all)"
+        )
+    return calibration[:n_calib]
+
+
+@torch.no_grad()
+def iter_block_states(adapter: ModelAdapter, input_ids: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Yield states ``0..N`` of ``input_ids`` (``[1, seqlen]``), each ``[1, seqlen, hidden]``."""
+    device = next(adapter.model.parameters()).device
+    hidden, kwargs = capture_block_inputs(adapter, input_ids.to(device))
+    yield hidden
+    for i in range(adapter.num_blocks):
+        hidden = run_blocks(adapter, hidden, kwargs, i, i + 1)
+        yield hidden
+
+
+def token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity over the hidden dimension, per token, in float32, clamped to [-1, 1].
+
+    ``b`` is moved to ``a``'s device (blocks may sit on different devices).
+    """
+    return F.cosine_similarity(a.float(), b.to(a.device).float(), dim=-1).clamp(-1.0, 1.0)
+
+
+def angular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``arccos(cos(a, b)) / pi`` per token, in [0, 1]."""
+    return torch.arccos(token_cosine(a, b)) / torch.pi

@@ -1,0 +1,116 @@
+"""Weights & Biases mirror of a run's result rows.
+
+Parquet files under ``results_dir`` are the record; W&B is a view of them. The pipeline calls
+:meth:`WandbTracker.log_run` only after the run's parquet file is written, so a tracker
+failure never loses a result, and a skipped (already finished) run creates no W&B run.
+
+One W&B run per job: config attached (the whole composed config plus the config hash),
+scalars logged as ``<metric>/<dataset>`` (``ppl/wikitext2``, ``acc/arc_easy``,
+``acc_norm/hellaswag``) together with the run's sparsity, parameter counts and pruning time,
+and the run's rows as a ``wandb.Table`` named ``results``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class WandbSettings:
+    """Where and how runs are logged (from ``conf/logger/wandb.yaml``).
+
+    Attributes:
+        mode: ``online``, ``offline`` (written under ``dir``, ``wandb sync`` later) or
+            ``disabled``.
+        project: W&B project.
+        entity: W&B entity (user or team); ``None`` uses the account default.
+        group: run group; ``None`` uses the experiment name, so a sweep's jobs group together.
+        run_name: run name; ``None`` gives ``<model>-<method>-s<sparsity>``.
+        tags: extra tags (model, method and sparsity are always added).
+        dir: parent folder of the ``wandb/`` run folders; ``None`` leaves it to W&B.
+        job_type: W&B job type.
+    """
+
+    mode: str = "online"
+    project: str = "twossp"
+    entity: str | None = None
+    group: str | None = None
+    run_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    dir: str | None = None
+    job_type: str = "prune"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"logger.mode must be one of {MODES}, got {self.mode!r}")
+        self.tags = list(self.tags or [])
+
+
+def scalars(record, frame) -> dict[str, float]:
+    """The run's numbers as W&B keys: ``<metric>/<dataset>`` plus the run's own facts."""
+    out = {f"{r.metric}/{r.dataset}": float(r.value) for r in frame.itertuples()}
+    out.update(
+        {
+            "sparsity/target": float(record.target_sparsity),
+            "sparsity/achieved": float(record.achieved_sparsity),
+            "params/before": int(record.params_before),
+            "params/after": int(record.params_after),
+            "time/prune_seconds": float(record.prune_seconds),
+        }
+    )
+    return out
+
+
+class WandbTracker:
+    """Mirrors one finished run into W&B (created lazily, in :meth:`log_run`)."""
+
+    def __init__(self, settings: WandbSettings, config: dict | None = None) -> None:
+        self.settings = settings
+        self.config = config or {}
+        self.run_dir: Path | None = None
+
+    def log_run(self, record, frame) -> None:
+        import wandb
+
+        s = self.settings
+        if s.dir is not None:
+            Path(s.dir).mkdir(parents=True, exist_ok=True)
+        name = s.run_name or f"{record.model}-{record.method}-s{record.target_sparsity:g}"
+        run = wandb.init(
+            project=s.project,
+            entity=s.entity,
+            group=s.group or record.experiment,
+            name=name,
+            job_type=s.job_type,
+            tags=[*s.tags, record.model, record.method, f"sparsity={record.target_sparsity:g}"],
+            config={**self.config, "config_hash": record.config_hash, "run_id": record.run_id},
+            dir=s.dir,
+            mode=s.mode,
+            reinit="finish_previous",
+        )
+        try:
+            values = scalars(record, frame)
+            run.log({**values, "results": wandb.Table(dataframe=frame.reset_index(drop=True))})
+            run.summary.update(values)
+            self.run_dir = Path(run.dir).parent if s.mode != "disabled" else None
+        finally:
+            run.finish()
+        log.info("W&B (%s): %s/%s %s", s.mode, s.project, run.group, name)
+
+
+def tracker_from_config(logger_cfg: dict, spec, full_cfg: dict | None = None) -> WandbTracker:
+    """Build the tracker named by ``logger_cfg['name']`` (only ``wandb`` exists)."""
+    cfg = dict(logger_cfg)
+    kind = cfg.pop("name", "wandb")
+    if kind != "wandb":
+        raise ValueError(f"unknown logger {kind!r}; known: 'wandb' (or 'none' for no tracker)")
+    settings = WandbSettings(**cfg)
+    if settings.group is None:
+        settings.group = spec.experiment
+    return WandbTracker(settings, full_cfg)
