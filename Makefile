@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV := .venv/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint reproduce-table
 
 setup: $(VENV)
 
@@ -22,3 +22,29 @@ test: $(VENV)
 
 lint: $(VENV)
 	$(PY) -m ruff check twossp baselines experiments analysis tests
+
+# Reproduce one experiment end to end: its Hydra sweep (conf/experiment/$(EXPERIMENT).yaml;
+# finished runs are skipped), then merge the run files and render tables (md + tex) and plots
+# under $(RESULTS). EXPERIMENT=cpu_demo runs offline on stories260K in minutes; the paper's
+# experiments (table1, table2_downstream, pruning_time, ablation_alpha, ablation_calib) need GPUs.
+# THREADS sets OMP_NUM_THREADS for the sweep (1 is fastest for the tiny demo model on a small
+# shared CPU; empty keeps torch's default).
+EXPERIMENT ?= cpu_demo
+RESULTS ?= results
+THREADS ?= $(if $(filter cpu_demo,$(EXPERIMENT)),1,)
+RESULTS_ENV = TWOSSP_RESULTS=$(abspath $(RESULTS))
+
+reproduce-table: $(VENV)
+	$(RESULTS_ENV) $(if $(THREADS),OMP_NUM_THREADS=$(THREADS)) \
+		$(PY) experiments/run.py -m experiment=$(EXPERIMENT)
+	$(RESULTS_ENV) $(PY) -m analysis.collect
+	$(RESULTS_ENV) $(PY) -m analysis.tables --experiment $(EXPERIMENT) --out $(RESULTS)/tables/$(EXPERIMENT)
+	$(RESULTS_ENV) $(PY) -m analysis.plots --experiment $(EXPERIMENT) --out $(RESULTS)/plots/$(EXPERIMENT)
+
+# Efficiency bench, offline (~8 min on 2 CPUs): pruning time of every registered method, 2SSP
+# stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
+# FLOP / parameter ideal, peak RSS of a pruning run. Writes $(RESULTS)/bench.md and bench.json.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--quick" or "--sections prune --threads 0".
+.PHONY: bench
+bench: $(VENV)
+	$(RESULTS_ENV) $(PY) -m bench.run $(BENCH_ARGS)

@@ -55,8 +55,9 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
     dropped = runs["run_id"].nunique() - newest["run_id"].nunique()
     if dropped:
         log.info("dropped %d superseded run(s) sharing a config hash", dropped)
-    return kept.sort_values(["model", "method", "target_sparsity", "metric", "dataset"],
-                            kind="stable").reset_index(drop=True)
+    return kept.sort_values(
+        ["model", "method", "target_sparsity", "metric", "dataset"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def collect(results_dirs: list[str | Path], out: str | Path | None = None) -> pd.DataFrame:
@@ -78,12 +79,21 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results-dir", type=Path, default=default_results_dir(),
-                        help="folder holding runs/*.parquet (default: %(default)s)")
-    parser.add_argument("--extra", type=Path, nargs="*", default=[],
-                        help="further results folders to merge in")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="merged file (default: <results-dir>/results.parquet)")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=default_results_dir(),
+        help="folder holding runs/*.parquet (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--extra", type=Path, nargs="*", default=[], help="further results folders to merge in"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="merged file (default: <results-dir>/results.parquet)",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.results_dir / "results.parquet"
     merged = collect([args.results_dir, *args.extra], out)

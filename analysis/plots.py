@@ -58,8 +58,13 @@ def _finish(fig, axes, title: str, path: Path) -> Path:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     labels = list(handles)
-    fig.legend([handles[k] for k in labels], labels, loc="lower center",
-               ncol=min(len(labels), 7), frameon=False)
+    fig.legend(
+        [handles[k] for k in labels],
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 7),
+        frameon=False,
+    )
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,8 +73,9 @@ def _finish(fig, axes, title: str, path: Path) -> Path:
     return path
 
 
-def ppl_vs_sparsity(frame: pd.DataFrame, model: str, path: str | Path,
-                    datasets=None) -> Path | None:
+def ppl_vs_sparsity(
+    frame: pd.DataFrame, model: str, path: str | Path, datasets=None
+) -> Path | None:
     """One panel per dataset: perplexity (log scale) against sparsity, a line per method."""
     rows = frame[(frame["metric"] == "ppl") & (frame["model"] == model)]
     if rows.empty:
@@ -84,17 +90,22 @@ def ppl_vs_sparsity(frame: pd.DataFrame, model: str, path: str | Path,
     return _finish(fig, axes, f"{model}: perplexity vs sparsity", Path(path))
 
 
-def acc_vs_sparsity(frame: pd.DataFrame, model: str, path: str | Path, tasks=None,
-                    metric: str = "acc") -> Path | None:
+def acc_vs_sparsity(
+    frame: pd.DataFrame, model: str, path: str | Path, tasks=None, metric: str = "acc"
+) -> Path | None:
     """One panel per task plus their mean: accuracy (%) against sparsity, a line per method."""
     rows = frame[(frame["metric"] == metric) & (frame["model"] == model)]
     if rows.empty:
         return None
     tasks = list(tasks or ordered(rows["dataset"], TASKS))
     rows = rows[rows["dataset"].isin(tasks)]
-    mean = (rows.groupby(["method", "sparsity"])["value"]
-            .agg(lambda v: v.mean() if len(v) == len(tasks) else np.nan)
-            .dropna().reset_index().assign(dataset="mean"))
+    mean = (
+        rows.groupby(["method", "sparsity"])["value"]
+        .agg(lambda v: v.mean() if len(v) == len(tasks) else np.nan)
+        .dropna()
+        .reset_index()
+        .assign(dataset="mean")
+    )
     fig, axes = _panels(len(tasks) + 1)
     for ax, name in zip(axes, [*tasks, "mean"], strict=True):
         _draw(ax, mean if name == "mean" else rows[rows["dataset"] == name], scale=100)
@@ -103,8 +114,9 @@ def acc_vs_sparsity(frame: pd.DataFrame, model: str, path: str | Path, tasks=Non
     return _finish(fig, axes, f"{model}: accuracy vs sparsity", Path(path))
 
 
-def all_plots(frame: pd.DataFrame, out_dir: str | Path, experiment: str | None = None
-              ) -> list[Path]:
+def all_plots(
+    frame: pd.DataFrame, out_dir: str | Path, experiment: str | None = None
+) -> list[Path]:
     """Both plots for every model in ``frame``; returns the files written."""
     rows = tidy(frame, experiment)
     out_dir = Path(out_dir)
@@ -117,9 +129,12 @@ def all_plots(frame: pd.DataFrame, out_dir: str | Path, experiment: str | None =
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description="Plot perplexity / accuracy vs sparsity.")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="merged results file (default: $TWOSSP_RESULTS_FILE or "
-                             "results/results.parquet)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
+    )
     parser.add_argument("--out", type=Path, default=default_results_dir() / "plots")
     parser.add_argument("--experiment", default=None, help="only rows of this experiment")
     args = parser.parse_args(argv)

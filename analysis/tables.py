@@ -66,10 +66,16 @@ class Table:
         return [self.cell(i, j, bold_fmt) for j in range(self.values.shape[1])]
 
     def to_markdown(self) -> str:
-        heads = [" ".join(str(p) for p in col[:-1]) if col[-1] == OURS else "(paper)"
-                 for col in self.values.columns]
-        lines = [f"**{self.title}**", "", "| model | method | " + " | ".join(heads) + " |",
-                 "|" + "---|" * 2 + "---:|" * len(heads)]
+        heads = [
+            " ".join(str(p) for p in col[:-1]) if col[-1] == OURS else "(paper)"
+            for col in self.values.columns
+        ]
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| model | method | " + " | ".join(heads) + " |",
+            "|" + "---|" * 2 + "---:|" * len(heads),
+        ]
         for i, row in enumerate(self.values.index):
             cells = self._cells(i, "**{}**")
             lines.append(f"| {row[0]} | {row[1]} | " + " | ".join(cells) + " |")
@@ -79,8 +85,12 @@ class Table:
     def to_latex(self) -> str:
         cols = list(self.values.columns)
         depth = len(cols[0])
-        out = [f"% {self.title}", *[f"% {n}" for n in self.notes],
-               "\\begin{tabular}{ll" + "r" * len(cols) + "}", "\\toprule"]
+        out = [
+            f"% {self.title}",
+            *[f"% {n}" for n in self.notes],
+            "\\begin{tabular}{ll" + "r" * len(cols) + "}",
+            "\\toprule",
+        ]
         for level in range(depth):
             cells, rules, i = ["", ""], [], 0
             while i < len(cols):
@@ -111,8 +121,13 @@ class Table:
 
 def _tex(text) -> str:
     text = str(text)
-    for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"),
-                 ("#", "\\#")):
+    for a, b in (
+        ("\\", "\\textbackslash{}"),
+        ("_", "\\_"),
+        ("%", "\\%"),
+        ("&", "\\&"),
+        ("#", "\\#"),
+    ):
         text = text.replace(a, b)
     return text
 
@@ -153,15 +168,20 @@ def tidy(frame: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
 
 
 def _paper_value(pub: pd.DataFrame, model, method, sparsity, metric, dataset) -> float:
-    hit = pub[(pub["model"] == model) & (pub["method"] == method) & (pub["metric"] == metric)
-              & (pub["dataset"] == dataset)]
+    hit = pub[
+        (pub["model"] == model)
+        & (pub["method"] == method)
+        & (pub["metric"] == metric)
+        & (pub["dataset"] == dataset)
+    ]
     if method != "dense":
         hit = hit[np.isclose(hit["sparsity"], sparsity)]
     return float(hit["value"].iloc[-1]) if len(hit) else float("nan")
 
 
-def best_mask(values: pd.DataFrame, lower_is_better: bool,
-              exclude: tuple[str, ...] = ("dense",)) -> pd.DataFrame:
+def best_mask(
+    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = ("dense",)
+) -> pd.DataFrame:
     """True where a value is the best of its ``ours`` column within its model block."""
     mask = pd.DataFrame(False, index=values.index, columns=values.columns)
     models = values.index.get_level_values(0)
@@ -199,13 +219,19 @@ def _limit_notes(frame: pd.DataFrame) -> list[str]:
     limits = {json.loads(v).get("limit") for v in frame["variant"].dropna()} - {None}
     if not limits:
         return []
-    return [f"Subsampled: at most {', '.join(map(str, sorted(limits)))} documents per task "
-            "(lm-eval limit); not comparable with full-set numbers."]
+    return [
+        f"Subsampled: at most {', '.join(map(str, sorted(limits)))} documents per task "
+        "(lm-eval limit); not comparable with full-set numbers."
+    ]
 
 
-def perplexity_table(frame: pd.DataFrame, datasets=None, sparsities=None,
-                     published: pd.DataFrame | None = None,
-                     experiment: str | None = None) -> Table:
+def perplexity_table(
+    frame: pd.DataFrame,
+    datasets=None,
+    sparsities=None,
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
     """Table 1: perplexity, model x method rows, sparsity x dataset columns."""
     rows_ = tidy(frame, experiment)
     rows_ = rows_[rows_["metric"] == "ppl"]
@@ -213,8 +239,9 @@ def perplexity_table(frame: pd.DataFrame, datasets=None, sparsities=None,
     datasets = list(datasets or ordered(rows_["dataset"], PPL_DATASETS))
     pruned = rows_[rows_["method"] != "dense"]
     sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
-    cols = [(sparsity_label(s), d, src) for s in sparsities for d in datasets
-            for src in (OURS, PAPER)]
+    cols = [
+        (sparsity_label(s), d, src) for s in sparsities for d in datasets for src in (OURS, PAPER)
+    ]
     cells = {}
     for r in rows_.itertuples():
         targets = sparsities if r.method == "dense" else [r.sparsity]
@@ -228,65 +255,101 @@ def perplexity_table(frame: pd.DataFrame, datasets=None, sparsities=None,
                 v = _paper_value(pub, row[0], row[1], s, "ppl", d)
                 cells[(row, (sparsity_label(s), d, PAPER))] = v
     values = _frame(cells, rows, cols)
-    notes = ["Perplexity (lower is better); bold: best pruned method per column and model. "
-             "Dense: the unpruned model, repeated under each sparsity."]
-    return Table("table1_ppl", "Table 1: perplexity", values, best_mask(values, True), 2,
-                 notes)
+    notes = [
+        "Perplexity (lower is better); bold: best pruned method per column and model. "
+        "Dense: the unpruned model, repeated under each sparsity."
+    ]
+    return Table("table1_ppl", "Table 1: perplexity", values, best_mask(values, True), 2, notes)
 
 
-def downstream_table(frame: pd.DataFrame, sparsity: float = 0.375, tasks=None,
-                     metric: str = "acc", published: pd.DataFrame | None = None,
-                     experiment: str | None = None) -> Table:
+def downstream_table(
+    frame: pd.DataFrame,
+    sparsity: float = 0.375,
+    tasks=None,
+    metric: str = "acc",
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
     """Table 2: accuracy (percent) per task and their mean at one sparsity."""
     rows_ = tidy(frame, experiment)
-    rows_ = rows_[(rows_["metric"] == metric)
-                  & (np.isclose(rows_["sparsity"], sparsity) | (rows_["method"] == "dense"))]
+    rows_ = rows_[
+        (rows_["metric"] == metric)
+        & (np.isclose(rows_["sparsity"], sparsity) | (rows_["method"] == "dense"))
+    ]
     pub = load_published() if published is None else published
     tasks = list(tasks or ordered(rows_["dataset"], TASKS))
     cols = [(t, src) for t in [*tasks, "avg"] for src in (OURS, PAPER)]
     rows = _rows(rows_)
-    cells = {((r.model, r.method), (r.dataset, OURS)): 100 * r.value
-             for r in rows_.itertuples() if r.dataset in tasks}
+    cells = {
+        ((r.model, r.method), (r.dataset, OURS)): 100 * r.value
+        for r in rows_.itertuples()
+        if r.dataset in tasks
+    }
     for row in rows:
         for t in tasks:
             cells[(row, (t, PAPER))] = 100 * _paper_value(pub, *row, sparsity, metric, t)
         for src in (OURS, PAPER):
             got = [cells.get((row, (t, src)), float("nan")) for t in tasks]
-            cells[(row, ("avg", src))] = float(np.mean(got)) if not np.isnan(got).any() else \
-                float("nan")
+            cells[(row, ("avg", src))] = (
+                float(np.mean(got)) if not np.isnan(got).any() else float("nan")
+            )
     values = _frame(cells, rows, cols)
-    notes = [f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
-             "better); avg = mean over the tasks, shown when all are present."]
-    return Table("table2_downstream", f"Table 2: downstream accuracy at "
-                 f"{sparsity_label(sparsity)} sparsity", values, best_mask(values, False), 2,
-                 notes + _limit_notes(rows_))
+    notes = [
+        f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
+        "better); avg = mean over the tasks, shown when all are present."
+    ]
+    return Table(
+        "table2_downstream",
+        f"Table 2: downstream accuracy at {sparsity_label(sparsity)} sparsity",
+        values,
+        best_mask(values, False),
+        2,
+        notes + _limit_notes(rows_),
+    )
 
 
-def time_table(frame: pd.DataFrame, sparsities=None, published: pd.DataFrame | None = None,
-               experiment: str | None = None) -> Table:
+def time_table(
+    frame: pd.DataFrame,
+    sparsities=None,
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
     """Pruning time in seconds per model x method (rows) and sparsity (columns)."""
     runs = tidy(frame, experiment)
     runs = runs[runs["method"] != "dense"].drop_duplicates("run_id")
-    runs = runs.sort_values("created_at").drop_duplicates(["model", "method", "sparsity"],
-                                                          keep="last")
+    runs = runs.sort_values("created_at").drop_duplicates(
+        ["model", "method", "sparsity"], keep="last"
+    )
     pub = load_published() if published is None else published
     sparsities = list(sparsities or sorted(runs["sparsity"].unique()))
     cols = [(sparsity_label(s), src) for s in sparsities for src in (OURS, PAPER)]
     rows = _rows(runs)
-    cells = {((r.model, r.method), (sparsity_label(r.sparsity), OURS)): r.prune_seconds
-             for r in runs.itertuples()}
+    cells = {
+        ((r.model, r.method), (sparsity_label(r.sparsity), OURS)): r.prune_seconds
+        for r in runs.itertuples()
+    }
     for row in rows:
         for s in sparsities:
-            cells[(row, (sparsity_label(s), PAPER))] = _paper_value(pub, *row, s,
-                                                                    "prune_seconds", "")
+            cells[(row, (sparsity_label(s), PAPER))] = _paper_value(
+                pub, *row, s, "prune_seconds", ""
+            )
     values = _frame(cells, rows, cols)
-    return Table("pruning_time", "Pruning time (seconds)", values, best_mask(values, True), 2,
-                 ["Wall-clock seconds in method.prune (lower is better), calibration "
-                  "loading and evaluation excluded."])
+    return Table(
+        "pruning_time",
+        "Pruning time (seconds)",
+        values,
+        best_mask(values, True),
+        2,
+        [
+            "Wall-clock seconds in method.prune (lower is better), calibration "
+            "loading and evaluation excluded."
+        ],
+    )
 
 
-def all_tables(frame: pd.DataFrame, experiment: str | None = None,
-               published: pd.DataFrame | None = None) -> list[Table]:
+def all_tables(
+    frame: pd.DataFrame, experiment: str | None = None, published: pd.DataFrame | None = None
+) -> list[Table]:
     pub = load_published() if published is None else published
     tables = []
     has = set(frame["metric"])
@@ -314,9 +377,12 @@ def render(tables: list[Table], out_dir: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description="Render the paper's tables (md + tex).")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="merged results file (default: $TWOSSP_RESULTS_FILE or "
-                             "results/results.parquet)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
+    )
     parser.add_argument("--out", type=Path, default=default_results_dir() / "tables")
     parser.add_argument("--experiment", default=None, help="only rows of this experiment")
     parser.add_argument("--published", type=Path, default=PUBLISHED)

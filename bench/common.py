@@ -39,6 +39,8 @@ class BenchConfig:
             extrapolated from the cost per fitness evaluation.
         eval_windows / eval_seqlen / eval_batch: the perplexity-overhead comparison.
         threads: torch intra-op threads (0 keeps torch's default).
+        clock: ``auto`` (process CPU time on CPU with one thread, else wall time), ``wall`` or
+            ``process``; CUDA timings always use events / synchronised wall time.
         device / dtype: where models run (``auto``: CUDA when available).
     """
 
@@ -62,6 +64,7 @@ class BenchConfig:
     eval_batch: int = 8
     eval_repeats: int = 5
     threads: int = 1
+    clock: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
     methods: tuple[str, ...] | None = None
@@ -73,10 +76,23 @@ class BenchConfig:
     def quick_config(cls, **overrides) -> BenchConfig:
         """A seconds-long smoke setting (tests): shallow, narrow, short sequences."""
         settings = dict(
-            deep_blocks=6, deep_hidden=64, deep_intermediate=160, deep_context=256,
-            calib_samples=4, calib_seqlen=32, stage2_blocks=(4, 6), latency_seqlen=128,
-            repeats=2, warmup=1, evopress_generations=1, evopress_initial=4, eval_windows=4,
-            eval_seqlen=64, eval_batch=2, eval_repeats=2, quick=True,
+            deep_blocks=6,
+            deep_hidden=64,
+            deep_intermediate=160,
+            deep_context=256,
+            calib_samples=4,
+            calib_seqlen=32,
+            stage2_blocks=(4, 6),
+            latency_seqlen=128,
+            repeats=2,
+            warmup=1,
+            evopress_generations=1,
+            evopress_initial=4,
+            eval_windows=4,
+            eval_seqlen=64,
+            eval_batch=2,
+            eval_repeats=2,
+            quick=True,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -90,6 +106,32 @@ def resolve(cfg: BenchConfig) -> tuple[torch.device, torch.dtype]:
 
     device = resolve_device(cfg.device)
     return device, resolve_dtype(cfg.dtype, device)
+
+
+def clock_name(cfg: BenchConfig) -> str:
+    """The clock timings use: CPU time when it measures the same thing as wall time on an
+    idle machine (one thread on CPU) and stays put on a busy one; wall time otherwise."""
+    device, _ = resolve(cfg)
+    if device.type == "cuda":
+        return "wall"
+    if cfg.clock != "auto":
+        return cfg.clock
+    return "process" if torch.get_num_threads() == 1 else "wall"
+
+
+def now(cfg: BenchConfig):
+    """A zero-argument clock for ``cfg`` (synchronising CUDA first)."""
+    from twossp.evaluation.efficiency import cpu_clock
+
+    device, _ = resolve(cfg)
+    read = cpu_clock(clock_name(cfg))
+
+    def tick() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return read()
+
+    return tick
 
 
 def set_threads(threads: int) -> int:

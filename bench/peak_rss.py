@@ -2,17 +2,18 @@
 
     python -m bench.peak_rss --model DIR --calib calib.pt --sparsity 0.375
 
-Prints one JSON line. Linux RSS figures come from ``/proc/self/status``: ``VmRSS`` (now) and
-``VmHWM`` (high-water mark). The mark is reset after loading (``/proc/self/clear_refs``, value
-5), so ``prune_peak_rss`` is the peak *during* pruning; ``ru_maxrss`` is the whole process.
-On CUDA the peak of ``torch.cuda.max_memory_allocated`` during pruning is reported as well.
+Prints one JSON line. RSS figures come from ``/proc/self/status`` (Linux): ``VmRSS`` (now)
+and ``VmHWM`` (high-water mark). The mark is read after loading (``load_peak_rss``: imports
+and loading), then reset (``/proc/self/clear_refs``, value 5), so ``prune_peak_rss`` is the
+peak *during* pruning. ``getrusage().ru_maxrss`` is not used: Linux carries the mark of the
+forked parent across ``exec``, so a child of a big process reports the parent's size. On
+CUDA the peak of ``torch.cuda.max_memory_allocated`` during pruning is reported as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     _warm_up(args.model, calib, args.sparsity)
     kib = 1024
     out = {"rss_runtime": _status_kib("VmRSS") * kib}
-    model, _ = load_model(ModelSpec(args.model, dtype=args.dtype, device=args.device),
-                          with_tokenizer=False)
+    model, _ = load_model(
+        ModelSpec(args.model, dtype=args.dtype, device=args.device), with_tokenizer=False
+    )
     out["weight_bytes"] = weight_bytes(model)
     out["rss_loaded"] = _status_kib("VmRSS") * kib
     out["load_peak_rss"] = _status_kib("VmHWM") * kib
@@ -86,7 +88,6 @@ def main(argv: list[str] | None = None) -> dict:
         build_method("twossp").prune(model, PruneContext(args.sparsity, calib, 0, False))
     out["prune_seconds"] = time.perf_counter() - t0
     out["prune_peak_rss"] = _status_kib("VmHWM") * kib
-    out["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib
     out["cuda_peak_bytes"] = cuda_peak.peak_bytes
     print(json.dumps(out))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from bench.common import (
     ROOT,
     BenchConfig,
     calibration,
+    clock_name,
     deep_model,
     eval_tokens,
     machine,
@@ -39,15 +41,32 @@ SECTIONS = ("prune", "stage2", "eval", "forward", "rss")
 def parse(argv: list[str] | None) -> tuple[BenchConfig, Path]:
     p = argparse.ArgumentParser(description="twossp efficiency bench")
     p.add_argument("--quick", action="store_true", help="tiny seconds-long setting")
-    p.add_argument("--out", type=Path, default=ROOT / "results", help="folder for bench.md/json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("TWOSSP_RESULTS", ROOT / "results")),
+        help="folder for bench.md and bench.json (default: $TWOSSP_RESULTS or results/)",
+    )
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--methods", nargs="+", default=None, help="default: every registered one")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
+    p.add_argument(
+        "--clock",
+        choices=("auto", "wall", "process"),
+        default="auto",
+        help="auto: process CPU time on CPU with one thread, else wall",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     a = p.parse_args(argv)
-    common = dict(threads=a.threads, device=a.device, dtype=a.dtype, sections=tuple(a.sections),
-                  methods=tuple(a.methods) if a.methods else None)
+    common = dict(
+        threads=a.threads,
+        clock=a.clock,
+        device=a.device,
+        dtype=a.dtype,
+        sections=tuple(a.sections),
+        methods=tuple(a.methods) if a.methods else None,
+    )
     cfg = BenchConfig.quick_config(**common) if a.quick else BenchConfig(**common)
     return cfg, a.out
 
@@ -82,8 +101,9 @@ def run(cfg: BenchConfig) -> dict:
         result["stage2"] = _section("stage2", lambda: stage2_cache(cfg, calib))
         bad = [r["blocks"] for r in result["stage2"] if not r["same_choices"]]
         if bad:
-            raise AssertionError(f"stage-2 cache chose differently from the full-forward loop "
-                                 f"on {bad} blocks")
+            raise AssertionError(
+                f"stage-2 cache chose differently from the full-forward loop on {bad} blocks"
+            )
     if "eval" in sections:
         from bench.sections import eval_overhead
 
@@ -112,7 +132,9 @@ def run(cfg: BenchConfig) -> dict:
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "calibration": calib_what,
-        "memory_method": "torch.cuda.max_memory_allocated" if device.type == "cuda"
+        "clock": {"process": "process CPU-time", "wall": "wall"}[clock_name(cfg)],
+        "memory_method": "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
         else "allocator events replayed from torch.profiler(profile_memory=True)",
         "wall_seconds": time.perf_counter() - start,
     }

@@ -19,13 +19,12 @@ import math
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bench.common import ROOT, BenchConfig, deep_model, resolve
+from bench.common import ROOT, BenchConfig, clock_name, deep_model, now, resolve
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
 from twossp.evaluation.efficiency import (
@@ -43,24 +42,16 @@ from twossp.modeling import input_device
 log = logging.getLogger("bench")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _clock(device: torch.device) -> float:
-    _sync(device)
-    return time.perf_counter()
-
-
 # --- 1. pruning time ------------------------------------------------------------------------
 
 
 def _method_settings(name: str, cfg: BenchConfig, model_key: str) -> dict:
     """Default settings, except EvoPress on the deep model, which is capped (extrapolated)."""
     if name == "evopress" and model_key == "deep":
-        return {"max_generations": cfg.evopress_generations,
-                "initially_generated": cfg.evopress_initial}
+        return {
+            "max_generations": cfg.evopress_generations,
+            "initially_generated": cfg.evopress_initial,
+        }
     return {}
 
 
@@ -88,6 +79,19 @@ def _evopress_estimate(model: nn.Module, target: float, measured_s: float, info:
     }
 
 
+def candidate_evaluations(name: str, n_blocks: int, info: dict) -> int | None:
+    """Calibration-NLL evaluations a greedy search made (one per candidate per step).
+
+    2SSP stage 2 scores every remaining attention at each of its steps; BlockPruner scores
+    every remaining attention and MLP. Read back from the plan's record of the removals.
+    """
+    if name == "twossp" and "attention_order" in info:
+        return sum(n_blocks - t for t in range(len(info["attention_order"])))
+    if name == "blockpruner" and "order" in info:
+        return sum(2 * n_blocks - t for t in range(len(info["order"])))
+    return None
+
+
 def prune_times(
     cfg: BenchConfig, models: dict[str, tuple[nn.Module, torch.Tensor]]
 ) -> tuple[list[dict], dict[tuple[str, str], nn.Module]]:
@@ -96,7 +100,7 @@ def prune_times(
     Returns:
         One row per (model, method) and the pruned models keyed by (model key, method).
     """
-    device, _ = resolve(cfg)
+    tick = now(cfg)
     names = list(cfg.methods or METHODS)
     rows, pruned = [], {}
     for key, (model, calib) in models.items():
@@ -114,9 +118,9 @@ def prune_times(
                 log.warning("bench: %s on %s skipped (%s)", name, key, row["skipped"])
                 continue
             before = sp.count(work)
-            t0 = _clock(device)
+            t0 = tick()
             plan = method.prune(work, PruneContext(target, calib, seed=0, progress=False))
-            seconds = _clock(device) - t0
+            seconds = tick() - t0
             after = sp.count(work)
             row.update(
                 seconds=seconds,
@@ -126,6 +130,9 @@ def prune_times(
             )
             if name == "evopress" and settings:
                 row.update(_evopress_estimate(model, target, seconds, plan.info))
+            evaluations = candidate_evaluations(name, get_adapter(model).num_blocks, plan.info)
+            if evaluations is not None:
+                row["candidate_evaluations"] = evaluations
             log.info("bench: prune %-11s on %-11s %8.2fs", name, key, seconds)
             pruned[(key, name)] = work
     return rows, pruned
@@ -146,7 +153,7 @@ def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
     from twossp.methods.twossp import TwoSSP, stage1_ffn_neurons, stage2_attention
     from twossp.surgery import keep_ffn_neurons
 
-    device, _ = resolve(cfg)
+    tick = now(cfg)
     rows = []
     for n_blocks in cfg.stage2_blocks:
         model = deep_model(cfg, n_blocks=n_blocks)
@@ -157,14 +164,19 @@ def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
         for i, idx in keep.items():
             keep_ffn_neurons(adapter, i, idx)
         samples = calib[: method.n_calib_stage2]
-        row = {"blocks": n_blocks, "n_attn": budget.n_attn, "samples": len(samples),
-               "seqlen": samples.shape[1]}
+        row = {
+            "blocks": n_blocks,
+            "n_attn": budget.n_attn,
+            "samples": len(samples),
+            "seqlen": samples.shape[1],
+        }
         for use_cache in (False, True):
             work = copy.deepcopy(model)
-            t0 = _clock(device)
-            order = stage2_attention(get_adapter(work), samples, budget.n_attn, use_cache,
-                                     progress=False)
-            seconds = _clock(device) - t0
+            t0 = tick()
+            order = stage2_attention(
+                get_adapter(work), samples, budget.n_attn, use_cache, progress=False
+            )
+            seconds = tick() - t0
             tag = "cached" if use_cache else "naive"
             row[f"{tag}_seconds"], row[f"{tag}_order"] = seconds, order
         row["speedup"] = row["naive_seconds"] / row["cached_seconds"]
@@ -177,8 +189,13 @@ def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
             cached_runs += sum(n_blocks - i for i in present) + (n_blocks - removed)
             present.remove(removed)
         row["ideal_speedup"] = naive_runs / cached_runs
-        log.info("bench: stage 2 on %d blocks: naive %.2fs, cached %.2fs (x%.2f)",
-                 n_blocks, row["naive_seconds"], row["cached_seconds"], row["speedup"])
+        log.info(
+            "bench: stage 2 on %d blocks: naive %.2fs, cached %.2fs (x%.2f)",
+            n_blocks,
+            row["naive_seconds"],
+            row["cached_seconds"],
+            row["speedup"],
+        )
         rows.append(row)
     return rows
 
@@ -208,14 +225,26 @@ def eval_overhead(cfg: BenchConfig, model: nn.Module, ids: torch.Tensor, what: s
             for start in range(0, len(chunks), bs):
                 model(input_ids=chunks[start : start + bs].to(device), use_cache=False)
 
-    timing = time_interleaved({"perplexity": harness, "bare": bare}, device, warmup=1,
-                              repeats=cfg.eval_repeats)
+    timing = time_interleaved(
+        {"perplexity": harness, "bare": bare},
+        device,
+        warmup=1,
+        repeats=cfg.eval_repeats,
+        clock=clock_name(cfg),
+    )
     tokens = chunks.numel()
     h, b = timing["perplexity"].median, timing["bare"].median
     return {
-        "tokens": tokens, "windows": len(chunks), "seqlen": cfg.eval_seqlen, "batch": bs,
-        "data": what, "perplexity_seconds": h, "bare_seconds": b,
-        "perplexity_tok_s": tokens / h, "bare_tok_s": tokens / b, "overhead": h / b - 1,
+        "tokens": tokens,
+        "windows": len(chunks),
+        "seqlen": cfg.eval_seqlen,
+        "batch": bs,
+        "data": what,
+        "perplexity_seconds": h,
+        "bare_seconds": b,
+        "perplexity_tok_s": tokens / h,
+        "bare_tok_s": tokens / b,
+        "overhead": h / b - 1,
         "spread": max(timing["perplexity"].spread, timing["bare"].spread),
     }
 
@@ -230,20 +259,24 @@ def forward_costs(cfg: BenchConfig, pruned: dict[str, nn.Module]) -> list[dict]:
     vocab = next(iter(pruned.values())).config.vocab_size
     ids = torch.randint(3, vocab, (cfg.latency_batch, cfg.latency_seqlen), generator=g)
     fns = {name: forward_fn(m, ids) for name, m in pruned.items()}
-    timing = time_interleaved(fns, device, warmup=cfg.warmup, repeats=cfg.repeats)
+    timing = time_interleaved(
+        fns, device, warmup=cfg.warmup, repeats=cfg.repeats, clock=clock_name(cfg)
+    )
     rows = []
     for name, m in pruned.items():
         flops = forward_flops(m, cfg.latency_batch, cfg.latency_seqlen)
-        rows.append({
-            "method": name,
-            "params": count_params(m),
-            "weight_bytes": weight_bytes(m),
-            "flops": flops.total,
-            "attention_flops": flops.attention,
-            "latency_s": timing[name].median,
-            "latency_times": timing[name].times,
-            "activation_peak_bytes": peak_call_memory(fns[name], device),
-        })
+        rows.append(
+            {
+                "method": name,
+                "params": count_params(m),
+                "weight_bytes": weight_bytes(m),
+                "flops": flops.total,
+                "attention_flops": flops.attention,
+                "latency_s": timing[name].median,
+                "latency_times": timing[name].times,
+                "activation_peak_bytes": peak_call_memory(fns[name], device),
+            }
+        )
     dense = rows[0]
     for r in rows:
         r["param_ratio"] = r["params"] / dense["params"]
@@ -267,9 +300,23 @@ def peak_rss(cfg: BenchConfig, model: nn.Module, calib: torch.Tensor) -> dict:
         model.save_pretrained(model_dir)
         calib_file = Path(tmp) / "calib.pt"
         torch.save(calib.cpu(), calib_file)
-        cmd = [sys.executable, "-m", "bench.peak_rss", "--model", str(model_dir),
-               "--calib", str(calib_file), "--sparsity", str(cfg.sparsity),
-               "--threads", str(cfg.threads), "--device", str(device), "--dtype", cfg.dtype]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.peak_rss",
+            "--model",
+            str(model_dir),
+            "--calib",
+            str(calib_file),
+            "--sparsity",
+            str(cfg.sparsity),
+            "--threads",
+            str(cfg.threads),
+            "--device",
+            str(device),
+            "--dtype",
+            cfg.dtype,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.peak_rss failed:\n{proc.stderr[-3000:]}")

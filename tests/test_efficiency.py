@@ -51,7 +51,8 @@ def test_flops_follow_surgery():
     # causal attention does L(L+1)/2 of the L^2 score entries
     assert dense.attention == pytest.approx(
         eff.forward_flops(tiny_model("llama", n_blocks=4), 1, 32, causal=False).attention
-        * (32 * 33 / 2) / 32**2
+        * (32 * 33 / 2)
+        / 32**2
     )
 
 
@@ -158,7 +159,9 @@ def test_run_blocks_moves_state_to_each_blocks_device(monkeypatch):
     kwargs = {"position_embeddings": (torch.ones(2), torch.ones(2)), "flag": True}
     out = run_blocks(adapter, torch.ones(3), kwargs)
     assert [b.seen for b in model.model.layers] == [
-        [("cpu", "cpu", True)], [("meta", "meta", True)], [("meta", "meta", True)]
+        [("cpu", "cpu", True)],
+        [("meta", "meta", True)],
+        [("meta", "meta", True)],
     ]
     assert out.device.type == "meta"
     assert kwargs["position_embeddings"][0].device.type == "cpu"  # the caller's kwargs untouched
@@ -176,11 +179,19 @@ def test_offloaded_blocks_score_and_evaluate_like_resident_ones(tmp_path):
     expected = [ref.nll_without("attention", i) for i in range(4)]
     expected_ppl = perplexity(model, calib.reshape(-1), 16, 2, progress=False).ppl
 
-    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu",
-                  "lm_head": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.layers.2": "disk", "model.layers.3": "cpu"}
-    offloaded = dispatch_model(copy.deepcopy(model), device_map, main_device="cpu",
-                               offload_dir=str(tmp_path))
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.layers.3": "cpu",
+    }
+    offloaded = dispatch_model(
+        copy.deepcopy(model), device_map, main_device="cpu", offload_dir=str(tmp_path)
+    )
     adapter = get_adapter(offloaded)
     assert next(adapter.blocks[1].parameters()).device.type == "meta"  # weights on disk
     assert execution_device(adapter.blocks[1]) == torch.device("cpu")
@@ -212,8 +223,9 @@ def test_bench_quick_run_writes_report(tmp_path):
     from bench.common import BenchConfig
     from bench.run import run, write
 
-    cfg = BenchConfig.quick_config(sections=("prune", "stage2", "eval", "forward"),
-                                   methods=("dense", "twossp", "shortgpt"))
+    cfg = BenchConfig.quick_config(
+        sections=("prune", "stage2", "eval", "forward"), methods=("dense", "twossp", "shortgpt")
+    )
     result = run(cfg)
     md, js = write(result, tmp_path)
     data = json.loads(js.read_text())
@@ -225,3 +237,17 @@ def test_bench_quick_run_writes_report(tmp_path):
     names = [t["target"] for t in data["targets"]]
     assert any("stage-2 cache" in n for n in names) and any("overhead" in n for n in names)
     assert "## Targets" in md.read_text()
+
+
+def test_eval_batch_size_auto_reaches_the_run_spec():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.run import register_resolvers, to_run_spec
+    from tests.conftest import ROOT
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        auto = to_run_spec(compose("config", overrides=["eval.batch_size=auto"]))
+        fixed = to_run_spec(compose("config", overrides=["eval.batch_size=4"]))
+    assert auto.eval.batch_size == "auto" and fixed.eval.batch_size == 4
+    assert auto.config_hash == fixed.config_hash  # the batch does not change a result

@@ -36,13 +36,20 @@ def test_launcher_configs_compose(launcher, monkeypatch):
 
 def _sweep(tmp_path: Path) -> subprocess.CompletedProcess:
     cmd = [
-        sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "hydra/launcher=local",
-        "method=dense,twossp", "sparsity=0.375", f"paths.results_dir={tmp_path / 'res'}",
-        f"paths.output_dir={tmp_path / 'out'}", "eval.use=[ptb]", "eval.max_windows=2",
-        "calib.n_samples=4", "progress=false",
+        sys.executable,
+        str(ROOT / "experiments" / "run.py"),
+        "-m",
+        "hydra/launcher=local",
+        "method=dense,twossp",
+        "sparsity=0.375",
+        f"paths.results_dir={tmp_path / 'res'}",
+        f"paths.output_dir={tmp_path / 'out'}",
+        "eval.use=[ptb]",
+        "eval.max_windows=2",
+        "calib.n_samples=4",
+        "progress=false",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
 
 
@@ -72,9 +79,19 @@ def test_local_launcher_sweep_merges_and_resumes(tmp_path):
 
 def _frame(n: int, tag: str) -> pd.DataFrame:
     row = {c: None for c in COLUMNS}
-    row.update(run_id=tag, config_hash="same", value=1.0, target_sparsity=0.0,
-               achieved_sparsity=0.0, prune_seconds=0.0, params_before=1, params_after=1,
-               block_params_before=1, block_params_after=1, seed=0)
+    row.update(
+        run_id=tag,
+        config_hash="same",
+        value=1.0,
+        target_sparsity=0.0,
+        achieved_sparsity=0.0,
+        prune_seconds=0.0,
+        params_before=1,
+        params_after=1,
+        block_params_before=1,
+        block_params_after=1,
+        seed=0,
+    )
     return pd.DataFrame([{**row, "metric": f"m{i}"} for i in range(n)], columns=COLUMNS)
 
 
@@ -96,8 +113,7 @@ def test_concurrent_writes_of_one_run_file_are_atomic(tmp_path):
         p.start()
     reads = 0
     while any(p.is_alive() for p in procs) or reads == 0:
-        with open(path, "rb") as f:  # one open: one file, never a half-written one
-            frame = pd.read_parquet(f)
+        frame = read_runs(tmp_path)  # a whole file every time, never a mix of two
         assert len(frame) in sizes and frame.run_id.nunique() == 1
         assert frame.run_id.iloc[0] == f"writer{len(frame)}"
         reads += 1

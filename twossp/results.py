@@ -144,4 +144,11 @@ def read_runs(results_dir: str | Path) -> pd.DataFrame:
     files = sorted((Path(results_dir) / "runs").glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([read_run(f) for f in files], ignore_index=True)
+
+
+def read_run(path: str | Path) -> pd.DataFrame:
+    """One run file. It is opened once: pyarrow opening a path twice (footer, then pages)
+    could pair two versions of a file that a concurrent job replaces in between."""
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)

@@ -23,6 +23,7 @@ size-weighted ``acc``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
 METRICS = ("acc", "acc_norm")
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
-_TASK_MANAGERS: dict = {}  # one lm-eval task index per process (building it takes ~10 s)
+_TASK_MANAGERS: dict = {}  # lm-eval's task index, built once per process (takes ~10 s)
 
 
 @dataclass
@@ -73,8 +74,10 @@ class DownstreamSpec:
     def check(self) -> None:
         """Raise on bad settings or missing local task folders (cheap; before any pruning)."""
         if not self.tasks:
-            raise ValueError("downstream.tasks is empty; name at least one lm-eval task, e.g. "
-                             f"{list(PAPER_TASKS)}")
+            raise ValueError(
+                "downstream.tasks is empty; name at least one lm-eval task, e.g. "
+                f"{list(PAPER_TASKS)}"
+            )
         if self.num_fewshot < 0:
             raise ValueError(f"downstream.num_fewshot must be >= 0, got {self.num_fewshot}")
         if self.limit is not None and self.limit <= 0:
@@ -120,17 +123,19 @@ def local_data_files(local_dir: str | Path, tasks: list[str]) -> dict[str, dict[
 def task_manager(data_files: dict[str, dict[str, str]] | None = None):
     """An lm-eval ``TaskManager`` whose stock tasks read ``data_files`` where given.
 
-    Built once per process and per data mapping (indexing lm-eval's task YAMLs is slow).
+    The index of lm-eval's task YAMLs (slow to build) is built once per process and shared;
+    each data mapping gets its own light copy with a factory that rewrites the data source.
     """
     from lm_eval.tasks import TaskManager
 
-    key = tuple(sorted((t, tuple(sorted(f.items()))) for t, f in (data_files or {}).items()))
-    if key not in _TASK_MANAGERS:
-        manager = TaskManager()
-        if data_files:
-            manager._factory = _local_factory(data_files, manager._factory._meta)
-        _TASK_MANAGERS[key] = manager
-    return _TASK_MANAGERS[key]
+    if None not in _TASK_MANAGERS:
+        _TASK_MANAGERS[None] = TaskManager()
+    base = _TASK_MANAGERS[None]
+    if not data_files:
+        return base
+    manager = copy.copy(base)
+    manager._factory = _local_factory(data_files, base._factory._meta)
+    return manager
 
 
 def _local_factory(data_files: dict[str, dict[str, str]], meta: dict | None):
@@ -171,33 +176,46 @@ def evaluate_tasks(model, tokenizer, spec: DownstreamSpec) -> list[Metric]:
     files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
     was_training = model.training
     model.eval()
+    built = load_tasks(spec.tasks, files)  # data loaded (and checked) before any scoring
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     out = lm_eval.simple_evaluate(
         lm,
-        tasks=list(spec.tasks),
+        tasks=built,
         num_fewshot=spec.num_fewshot,
         limit=spec.limit,
         bootstrap_iters=spec.bootstrap_iters,
         log_samples=False,
-        task_manager=task_manager(files),
+        task_manager=task_manager(files),  # passes the built tasks through
         random_seed=spec.seed,
         numpy_random_seed=spec.seed,
         torch_random_seed=spec.seed,
         fewshot_random_seed=spec.seed,
     )
     model.train(was_training)
-    if files is not None:
-        _check_local(out, files)
     return to_metrics(out, spec)
 
 
-def _check_local(out: dict, files: dict[str, dict[str, str]]) -> None:
-    for name, cfg in out.get("configs", {}).items():
-        if cfg.get("dataset_path") != "json" or name not in files:
-            raise RuntimeError(
-                f"task {name!r} did not read local files (dataset_path="
-                f"{cfg.get('dataset_path')!r}); lm-eval's task factory may have changed"
-            )
+def load_tasks(tasks: list[str], data_files: dict[str, dict[str, str]] | None = None) -> list:
+    """Build lm-eval Task / Group objects for ``tasks`` (reading ``data_files`` where given).
+
+    With ``data_files``, raises if any leaf task would read anything else (e.g. if lm-eval's
+    private task factory, which the local override hooks, has changed).
+    """
+    manager = task_manager(data_files)
+    built = []
+    for name in tasks:
+        loaded = manager.load([name])
+        built.append(loaded["groups"].get(name) or loaded["tasks"][name])
+        if data_files is None:
+            continue
+        for leaf, task in loaded["tasks"].items():
+            path = task.config.dataset_path
+            if path != "json" or leaf not in data_files:
+                raise RuntimeError(
+                    f"task {leaf!r} would read {path!r}, not the local files under the "
+                    "configured local_dir; lm-eval's task factory may have changed"
+                )
+    return built
 
 
 def _leaves(out: dict, name: str) -> list[str]:

@@ -9,10 +9,11 @@ linears, removed blocks):
   that still has attention, ``QK^T`` and ``AV``: ``2 * 2 * batch * heads * head_dim * L(L+1)/2``
   with causal masking (kernels that skip masked tiles do about that much work). Norms,
   activations, rotary embeddings and softmax are left out; they are a few percent at most.
-- **Latency**: CUDA events around the call on GPU; ``time.perf_counter`` on CPU. Warm-up calls
-  first, then the median of the timed repeats. :func:`time_interleaved` times several
-  callables round-robin so that a background load slows them alike (ratios stay fair on a
-  shared machine).
+- **Latency**: CUDA events around the call on GPU; on CPU ``time.perf_counter`` (``clock=
+  "wall"``) or the process's CPU time (``clock="process"``, which other processes on a shared
+  machine barely disturb; it equals wall time for single-threaded work on an idle machine).
+  Warm-up calls first, then the median of the timed repeats. :func:`time_interleaved` times
+  several callables round-robin so that a background load slows them alike.
 - **Peak memory** of a call, above what was allocated before it. On CUDA this is
   ``torch.cuda.max_memory_allocated`` after a reset. On CPU, RSS is a poor measure (the C
   allocator keeps freed pages, so a second call shows no growth, and other threads' memory
@@ -132,7 +133,17 @@ class Timing:
         return (max(self.times) - min(self.times)) / self.median if self.times else 0.0
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+CLOCKS = ("wall", "process")
+
+
+def cpu_clock(clock: str) -> Callable[[], float]:
+    """``time.perf_counter`` for ``"wall"``, ``time.process_time`` for ``"process"``."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    return time.perf_counter if clock == "wall" else time.process_time
+
+
+def _timed(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
     if device.type == "cuda":
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
@@ -141,16 +152,21 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1000.0
-    t0 = time.perf_counter()
+    now = cpu_clock(clock)
+    t0 = now()
     fn()
-    return time.perf_counter() - t0
+    return now() - t0
 
 
 def time_call(
-    fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 1, repeats: int = 5
+    fn: Callable[[], object],
+    device: torch.device | str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
+    clock: str = "wall",
 ) -> Timing:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
-    return time_interleaved({"fn": fn}, device, warmup, repeats)["fn"]
+    """Median time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    return time_interleaved({"fn": fn}, device, warmup, repeats, clock)["fn"]
 
 
 def time_interleaved(
@@ -158,6 +174,7 @@ def time_interleaved(
     device: torch.device | str = "cpu",
     warmup: int = 1,
     repeats: int = 5,
+    clock: str = "wall",
 ) -> dict[str, Timing]:
     """Time several callables round-robin (rotating the order each round); medians per name.
 
@@ -167,6 +184,7 @@ def time_interleaved(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     device = torch.device(device)
+    cpu_clock(clock)
     names = list(fns)
     with torch.no_grad():
         for _ in range(warmup):
@@ -177,7 +195,7 @@ def time_interleaved(
         for r in range(repeats):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                times[name].append(_timed(fns[name], device))
+                times[name].append(_timed(fns[name], device, clock))
     return {name: Timing(statistics.median(ts), ts) for name, ts in times.items()}
 
 
@@ -289,13 +307,17 @@ def activation_bytes_per_sample(model: nn.Module, seqlen: int) -> int:
     elem = param.element_size() if param is not None else 4
     vocab, hidden = config.vocab_size, config.hidden_size
     adapter = get_adapter(model)
-    width = max((adapter.ffn_width(i) for i in range(adapter.num_blocks) if adapter.has_mlp(i)),
-                default=0)
+    width = max(
+        (adapter.ffn_width(i) for i in range(adapter.num_blocks) if adapter.has_mlp(i)), default=0
+    )
     logits = seqlen * vocab * (elem + 2 * 4)
     block = seqlen * (6 * hidden + 3 * width) * elem
     scores = 0
-    if getattr(config, "_attn_implementation", "eager") not in ("sdpa", "flash_attention_2",
-                                                                "flash_attention_3"):
+    if getattr(config, "_attn_implementation", "eager") not in (
+        "sdpa",
+        "flash_attention_2",
+        "flash_attention_3",
+    ):
         scores = config.num_attention_heads * seqlen * seqlen * (elem + 4)
     return int(logits + block + scores)
 
@@ -322,8 +344,13 @@ def auto_batch_size(
     per_sample = activation_bytes_per_sample(model, seqlen)
     batch = int(fraction * free_bytes // per_sample)
     batch = max(1, min(max_batch, batch))
-    log.info("auto batch size %d (%.2f GiB free, ~%.1f MiB per sample of %d tokens)",
-             batch, free_bytes / 2**30, per_sample / 2**20, seqlen)
+    log.info(
+        "auto batch size %d (%.2f GiB free, ~%.1f MiB per sample of %d tokens)",
+        batch,
+        free_bytes / 2**30,
+        per_sample / 2**20,
+        seqlen,
+    )
     return batch
 
 

@@ -1,0 +1,170 @@
+"""Every experiment overlay composes (with each point of its sweep grid); cpu_demo runs."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.run import register_resolvers, to_run_spec
+from tests.conftest import needs_shared
+from twossp.methods import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def _compose(*overrides, hydra_cfg=False):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg
+        )
+
+
+def _axes(name: str) -> list[list[str]]:
+    params = _compose(f"experiment={name}", hydra_cfg=True).hydra.sweeper.params or {}
+    return [[f"{k}={v.strip()}" for v in str(values).split(",")] for k, values in params.items()]
+
+
+def _grid(name: str) -> list[list[str]]:
+    return [list(point) for point in itertools.product(*_axes(name))]
+
+
+def _one_at_a_time(axes: list[list[str]]) -> list[list[str]]:
+    """Every value of every axis, the other axes at their first value (not the full product)."""
+    points = []
+    for i, axis in enumerate(axes):
+        for value in axis:
+            point = [a[0] for a in axes]
+            point[i] = value
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def test_the_expected_experiments_exist():
+    assert set(EXPERIMENTS) >= {
+        "table1",
+        "table2_downstream",
+        "pruning_time",
+        "ablation_alpha",
+        "ablation_calib",
+        "cpu_demo",
+    }
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_along_every_sweep_axis(name):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.experiment_name == name  # the overlay wins over config.yaml's defaults
+    axes = _axes(name)
+    assert axes, f"{name} pins no hydra.sweeper.params grid"
+    points = _one_at_a_time(axes)
+    hashes = set()
+    for point in points:
+        spec = to_run_spec(_compose(f"experiment={name}", *point))
+        assert spec.method in METHODS and spec.experiment == name
+        hashes.add(spec.config_hash)
+    assert len(hashes) == len(points)  # every value of every axis changes the run
+
+
+def test_paper_grids_have_the_papers_shape():
+    table1 = _grid("table1")
+    assert len(table1) == 4 * 7 * 3
+    assert {p[1] for p in table1} == {
+        f"method={m}"
+        for m in ("dense", "twossp", "shortgpt", "window", "blockpruner", "evopress", "slicegpt")
+    }
+    t2 = to_run_spec(_compose("experiment=table2_downstream"))
+    assert t2.sparsity == 0.375 and t2.eval.downstream.num_fewshot == 0
+    assert t2.eval.downstream.tasks == [
+        "arc_easy",
+        "arc_challenge",
+        "hellaswag",
+        "piqa",
+        "winogrande",
+        "mmlu",
+    ]
+    assert t2.eval.downstream.limit is None
+    assert len(_grid("cpu_demo")) == 7 * 3
+
+
+def test_downstream_local_dir_does_not_enter_the_hash(tmp_path):
+    a = to_run_spec(_compose("eval=downstream", f"eval.downstream.local_dir={tmp_path}/tasks"))
+    b = to_run_spec(_compose("eval=downstream", "eval.downstream.local_dir=/elsewhere/tasks"))
+    c = to_run_spec(_compose("eval=downstream", "eval.downstream.limit=5"))
+    assert a.config_hash == b.config_hash != c.config_hash
+    assert a.eval.downstream.local_dir == f"{tmp_path}/tasks"
+    assert to_run_spec(_compose()).eval.downstream is None
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_reproduce_table_runs_the_sweep_then_the_analysis():
+    out = subprocess.run(
+        ["make", "-n", "reproduce-table", "EXPERIMENT=table1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    steps = [
+        "experiments/run.py -m experiment=table1",
+        "-m analysis.collect",
+        "-m analysis.tables --experiment table1",
+        "-m analysis.plots --experiment table1",
+    ]
+    positions = [out.find(s) for s in steps]
+    assert -1 not in positions and positions == sorted(positions), out
+
+
+@needs_shared()
+@pytest.mark.slow
+def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
+    """One cpu_demo job (dense, two tasks) through the pipeline, then collect + tables."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    from analysis import collect, tables
+    from twossp.pipeline import run
+
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    spec = to_run_spec(
+        _compose(
+            "experiment=cpu_demo",
+            "method=dense",
+            f"paths.results_dir={tmp_path}",
+            "eval.max_windows=2",
+            "eval.downstream.limit=2",
+            "eval.downstream.tasks=[arc_challenge,piqa]",
+        )
+    )
+    assert spec.eval.downstream.local_dir is not None  # the offline copies are used
+    out = run(spec)
+    frame = out.frame[out.frame["metric"].isin(["ppl", "acc", "acc_norm"])]  # not CUDA memory
+    rows = frame.set_index(["metric", "dataset"])
+    assert set(rows.index) == {
+        ("ppl", "wikitext2"),
+        ("ppl", "c4"),
+        ("ppl", "ptb"),
+        ("acc", "arc_challenge"),
+        ("acc_norm", "arc_challenge"),
+        ("acc", "piqa"),
+        ("acc_norm", "piqa"),
+    }
+    assert '"task_version": "1.0"' in rows.loc[("acc", "piqa"), "variant"]
+    assert (rows["experiment"] == "cpu_demo").all()
+
+    merged = collect.collect([tmp_path], tmp_path / "results.parquet")
+    t2 = tables.downstream_table(merged, experiment="cpu_demo")
+    assert t2.values.loc[("stories260k", "dense"), ("piqa", "ours")] == pytest.approx(
+        100 * rows.loc[("acc", "piqa"), "value"]
+    )
