@@ -33,11 +33,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines.similarity import iter_block_states, select_samples, token_cosine
-from twossp.adapters import ModelAdapter, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod
+from baselines.similarity import BlockSimilarityMethod, iter_block_states, token_cosine
+from twossp.adapters import ModelAdapter
+from twossp.methods.base import PruneContext
 from twossp.plan import PrunePlan
-from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def lowest(scores: list[float], k: int) -> list[int]:
 
 
 @dataclass
-class ShortGPT(PruningMethod):
+class ShortGPT(BlockSimilarityMethod):
     """ShortGPT block removal.
 
     Attributes:
@@ -83,19 +82,10 @@ class ShortGPT(PruningMethod):
     """
 
     name = "shortgpt"
-    n_calib: int | None = None
     last_token: bool = False
 
-    def check(self, model: nn.Module, sparsity: float) -> None:
-        if self.n_calib is not None and self.n_calib < 1:
-            raise ValueError(f"n_calib must be >= 1 or None, got {self.n_calib}")
-        blocks_for_sparsity(validate_sparsity(sparsity), get_adapter(model).num_blocks)
-
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
-        self.check(model, ctx.sparsity)
-        adapter = get_adapter(model)
-        k = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks)
-        samples = select_samples(ctx.calibration, self.n_calib, "ShortGPT")
+        adapter, k, samples = self.setup(model, ctx)
         bi = block_influence(adapter, samples, self.last_token, ctx.progress)
         drop = lowest(bi, k)
         log.info(

@@ -1,4 +1,5 @@
-"""Hidden states at block boundaries and their similarity, for ShortGPT and the window method.
+"""Hidden states at block boundaries and their similarity, for ShortGPT and the window method,
+and the base class of both (whole blocks, ``ceil(s * N)`` of them, chosen from those states).
 
 State ``j`` of a sample is the input of block ``j``; state ``N`` is the output of the last
 block (before the final norm). States are produced one sample and one block at a time, so
@@ -8,12 +9,16 @@ memory stays at a few hidden states whatever the depth.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from twossp.adapters import ModelAdapter
+from twossp.adapters import ModelAdapter, get_adapter
 from twossp.forward import capture_block_inputs, run_blocks
+from twossp.methods.base import PruneContext, PruningMethod
+from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 
 def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) -> torch.Tensor:
@@ -58,3 +63,23 @@ def token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def angular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``arccos(cos(a, b)) / pi`` per token, in [0, 1]."""
     return torch.arccos(token_cosine(a, b)) / torch.pi
+
+
+@dataclass
+class BlockSimilarityMethod(PruningMethod):
+    """Drops ``ceil(s * N)`` whole blocks chosen from the first ``n_calib`` calibration samples
+    (all of them when ``None``); subclasses say which blocks."""
+
+    n_calib: int | None = None
+
+    def check(self, model: nn.Module, sparsity: float) -> None:
+        if self.n_calib is not None and self.n_calib < 1:
+            raise ValueError(f"n_calib must be >= 1 or None, got {self.n_calib}")
+        blocks_for_sparsity(validate_sparsity(sparsity), get_adapter(model).num_blocks)
+
+    def setup(self, model: nn.Module, ctx: PruneContext) -> tuple[ModelAdapter, int, torch.Tensor]:
+        """The adapter, the number of blocks to drop and the calibration samples to use."""
+        self.check(model, ctx.sparsity)
+        adapter = get_adapter(model)
+        n = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks)
+        return adapter, n, select_samples(ctx.calibration, self.n_calib, self.name)

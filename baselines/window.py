@@ -36,11 +36,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines.similarity import angular_distance, iter_block_states, select_samples
-from twossp.adapters import ModelAdapter, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod
+from baselines.similarity import BlockSimilarityMethod, angular_distance, iter_block_states
+from twossp.adapters import ModelAdapter
+from twossp.methods.base import PruneContext
 from twossp.plan import PrunePlan
-from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def window_distances(
 
 
 @dataclass
-class SlidingWindow(PruningMethod):
+class SlidingWindow(BlockSimilarityMethod):
     """Remove the contiguous blocks whose input and output are the most alike.
 
     Attributes:
@@ -88,19 +87,10 @@ class SlidingWindow(PruningMethod):
     """
 
     name = "window"
-    n_calib: int | None = None
     last_token: bool = True
 
-    def check(self, model: nn.Module, sparsity: float) -> None:
-        if self.n_calib is not None and self.n_calib < 1:
-            raise ValueError(f"n_calib must be >= 1 or None, got {self.n_calib}")
-        blocks_for_sparsity(validate_sparsity(sparsity), get_adapter(model).num_blocks)
-
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
-        self.check(model, ctx.sparsity)
-        adapter = get_adapter(model)
-        n = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks)
-        samples = select_samples(ctx.calibration, self.n_calib, "window")
+        adapter, n, samples = self.setup(model, ctx)
         dist = window_distances(adapter, samples, n, self.last_token, ctx.progress)
         start = min(range(len(dist)), key=lambda s: (dist[s], s))
         drop = list(range(start, start + n))
