@@ -21,7 +21,8 @@ test: $(VENV)
 	$(PY) -m pytest -q
 
 lint: $(VENV)
-	$(PY) -m ruff check twossp baselines experiments analysis tests
+	$(PY) -m ruff check twossp baselines experiments analysis tests bench
+	$(PY) -m ruff format --check twossp baselines experiments analysis tests bench
 
 # Reproduce one experiment end to end: its Hydra sweep (conf/experiment/$(EXPERIMENT).yaml;
 # finished runs are skipped), then merge the run files and render tables (md + tex) and plots

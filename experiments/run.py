@@ -69,8 +69,10 @@ def _hash_view(cfg: DictConfig) -> dict:
         "method": OmegaConf.to_container(cfg.method, resolve=True),
         "sparsity": float(cfg.sparsity),
         "seed": int(cfg.seed),
-        "calib": {**{k: cfg.calib[k] for k in ("n_samples", "seqlen", "seed")},
-                  "dataset": data(cfg.calib.dataset)},
+        "calib": {
+            **{k: cfg.calib[k] for k in ("n_samples", "seqlen", "seed")},
+            "dataset": data(cfg.calib.dataset),
+        },
         "eval": {
             **{k: cfg.eval[k] for k in ("seqlen", "max_windows")},
             "datasets": {n: data(cfg.eval.datasets[n]) for n in cfg.eval.use},
@@ -100,7 +102,9 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
     """Convert a composed config into the typed arguments of :func:`twossp.pipeline.run`."""
     unknown = [n for n in cfg.eval.use if n not in cfg.eval.datasets]
     if unknown:
-        raise ValueError(f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}")
+        raise ValueError(
+            f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}"
+        )
     model = OmegaConf.to_container(cfg.model, resolve=True)
     key = model.pop("key")
     method = OmegaConf.to_container(cfg.method, resolve=True)
@@ -142,8 +146,11 @@ def make_tracker(cfg: DictConfig, spec: RunSpec):
         return None
     from twossp.tracking import tracker_from_config
 
-    return tracker_from_config(OmegaConf.to_container(cfg.logger, resolve=True), spec,
-                               OmegaConf.to_container(cfg, resolve=True))
+    return tracker_from_config(
+        OmegaConf.to_container(cfg.logger, resolve=True),
+        spec,
+        OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -155,9 +162,11 @@ def main(cfg: DictConfig) -> None:
         return
     frame = outcome.frame
     row = frame.iloc[0]
-    print(f"[twossp] {row.model} {row.method} target={row.target_sparsity:.4f} "
-          f"achieved={row.achieved_sparsity:.4f} params {row.params_before} -> {row.params_after} "
-          f"prune {row.prune_seconds:.2f}s")
+    print(
+        f"[twossp] {row.model} {row.method} target={row.target_sparsity:.4f} "
+        f"achieved={row.achieved_sparsity:.4f} params {row.params_before} -> {row.params_after} "
+        f"prune {row.prune_seconds:.2f}s"
+    )
     for r in frame.itertuples():
         print(f"[twossp]   {r.metric}/{r.dataset} = {r.value:.4f}")
     print(f"[twossp] results: {outcome.path}")

@@ -22,7 +22,12 @@ def _compose(*overrides):
 def test_default_composes_to_a_run_spec():
     spec = to_run_spec(_compose())
     assert spec.method == "twossp" and spec.sparsity == 0.375
-    assert spec.method_params == {"alpha": 1.5, "n_calib_stage2": 1, "n_attn": None, "use_cache": True}
+    assert spec.method_params == {
+        "alpha": 1.5,
+        "n_calib_stage2": 1,
+        "n_attn": None,
+        "use_cache": True,
+    }
     assert [d.name for d in spec.eval.datasets] == ["wikitext2", "c4", "ptb"]
     assert spec.calib.n_samples == 32 and spec.calib.seqlen == 2048
 

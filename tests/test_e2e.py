@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from experiments.run import register_resolvers, to_run_spec
 from tests.conftest import needs_shared
 from twossp.data import MissingDatasetError
-from twossp.modeling import ModelSpec, count_params, load_model, save_pruned
+from twossp.modeling import ModelSpec, count_params, load_model
 from twossp.pipeline import prepare, run
 from twossp.plan import PrunePlan
 from twossp.results import plan_path, read_runs
@@ -29,8 +29,13 @@ def _spec(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="config",
-            overrides=[f"paths.results_dir={tmp_path}", "eval.max_windows=8", "calib.n_samples=8",
-                       "progress=false", *overrides],
+            overrides=[
+                f"paths.results_dir={tmp_path}",
+                "eval.max_windows=8",
+                "calib.n_samples=8",
+                "progress=false",
+                *overrides,
+            ],
         )
     return to_run_spec(cfg)
 
@@ -74,9 +79,18 @@ def test_bad_input_fails_before_loading(tmp_path):
 
 
 def test_cli_multirun_resumes(tmp_path):
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "method=dense,twossp",
-           "sparsity=0.25", f"paths.results_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
-           "eval.max_windows=2", "calib.n_samples=4", "progress=false"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "run.py"),
+        "-m",
+        "method=dense,twossp",
+        "sparsity=0.25",
+        f"paths.results_dir={tmp_path}",
+        f"paths.output_dir={tmp_path}/out",
+        "eval.max_windows=2",
+        "calib.n_samples=4",
+        "progress=false",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2

@@ -32,7 +32,9 @@ class _Oracle(_Uniform):
         self.p, self.stream = p, stream
 
     def forward(self, input_ids, use_cache=False):
-        logits = torch.full((*input_ids.shape, self.vocab), math.log((1 - self.p) / (self.vocab - 1)))
+        logits = torch.full(
+            (*input_ids.shape, self.vocab), math.log((1 - self.p) / (self.vocab - 1))
+        )
         nxt = torch.roll(input_ids, -1, dims=1)
         logits.scatter_(2, nxt[..., None], math.log(self.p))
         return type("Out", (), {"logits": logits})()

@@ -23,10 +23,21 @@ from twossp.results import (
 
 def _record(h="abc"):
     return RunRecord(
-        run_id="r1", config_hash=h, experiment="t", model="tiny", model_path="/x",
-        method="twossp", method_config={"alpha": 1.5}, target_sparsity=0.375,
-        achieved_sparsity=0.3755, params_before=100, params_after=60, block_params_before=80,
-        block_params_after=50, prune_seconds=1.5, seed=0,
+        run_id="r1",
+        config_hash=h,
+        experiment="t",
+        model="tiny",
+        model_path="/x",
+        method="twossp",
+        method_config={"alpha": 1.5},
+        target_sparsity=0.375,
+        achieved_sparsity=0.3755,
+        params_before=100,
+        params_after=60,
+        block_params_before=80,
+        block_params_after=50,
+        prune_seconds=1.5,
+        seed=0,
     )
 
 

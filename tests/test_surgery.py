@@ -31,8 +31,9 @@ def test_keep_k_equals_zeroing_the_rest(family):
         r.ffn_out_proj(1).weight[:, drop] = 0
     apply_plan(model, PrunePlan(ffn_keep={1: keep}))
     assert a.ffn_width(1) == 37
-    torch.testing.assert_close(model(input_ids=IDS).logits, reference(input_ids=IDS).logits,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model(input_ids=IDS).logits, reference(input_ids=IDS).logits, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_dropped_attention_equals_zero_attention_output(family):
@@ -68,11 +69,14 @@ def test_generate_with_kv_cache_after_removing_first_attention(family):
 def test_save_and_load_roundtrip(tmp_path):
     model = tiny_model("llama")
     width = get_adapter(model).ffn_width(0)
-    apply_plan(model, PrunePlan(ffn_keep={i: list(range(0, width, 3)) for i in range(4)},
-                                attention=[1], blocks=[2]))
+    apply_plan(
+        model,
+        PrunePlan(
+            ffn_keep={i: list(range(0, width, 3)) for i in range(4)}, attention=[1], blocks=[2]
+        ),
+    )
     save_pruned(model, tmp_path)
     loaded, _ = load_model(ModelSpec(str(tmp_path), device="cpu"), with_tokenizer=False)
     assert isinstance(get_adapter(loaded).attention(1), ZeroAttention)
     assert count_params(loaded) == count_params(model)
     assert torch.equal(loaded(input_ids=IDS).logits, model(input_ids=IDS).logits)
-

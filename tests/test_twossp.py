@@ -11,8 +11,8 @@ import torch
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
 from twossp.methods import PruneContext, build_method
-from twossp.plan import PrunePlan
 from twossp.methods.twossp import balance_sparsity, stage1_ffn_neurons, stage2_attention
+from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError
 from twossp.surgery import apply_plan
 from twossp.testing import tiny_model

@@ -157,7 +157,9 @@ def calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
     shuffles only when the seed is non-zero; here every seed, 0 included, shuffles.)
     """
     if spec.n_samples < 1 or spec.seqlen < 2:
-        raise ValueError(f"need n_samples >= 1 and seqlen >= 2, got {spec.n_samples}, {spec.seqlen}")
+        raise ValueError(
+            f"need n_samples >= 1 and seqlen >= 2, got {spec.n_samples}, {spec.seqlen}"
+        )
     docs = load_documents(spec.dataset)
     order = list(range(len(docs)))
     random.Random(spec.seed).shuffle(order)

@@ -57,7 +57,11 @@ def _to_device(value, device: torch.device | None):
 
 @torch.no_grad()
 def run_blocks(
-    adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict, start: int = 0, end: int | None = None
+    adapter: ModelAdapter,
+    hidden: torch.Tensor,
+    kwargs: dict,
+    start: int = 0,
+    end: int | None = None,
 ) -> torch.Tensor:
     """Run blocks ``start..end-1`` on ``hidden``.
 
@@ -95,5 +99,7 @@ def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:
     """Summed next-token negative log-likelihood (float64) and the number of predictions."""
     logits = logits[:, :-1].float()
     targets = input_ids[:, 1:].to(logits.device)
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+    )
     return float(loss.double()), targets.numel()

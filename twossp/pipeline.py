@@ -69,8 +69,9 @@ class RunOutcome:
 def cap_seqlen(requested: int, config, what: str) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and requested > limit:
-        log.warning("%s seqlen %d exceeds the model's context %d; using %d",
-                    what, requested, limit, limit)
+        log.warning(
+            "%s seqlen %d exceeds the model's context %d; using %d", what, requested, limit, limit
+        )
         return int(limit)
     return requested
 
@@ -103,7 +104,9 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     before = sp.count(model)
     if method.needs_calibration:
         seqlen = cap_seqlen(spec.calib.seqlen, model.config, "calibration")
-        calib_spec = CalibrationSpec(spec.calib.dataset, spec.calib.n_samples, seqlen, spec.calib.seed)
+        calib_spec = CalibrationSpec(
+            spec.calib.dataset, spec.calib.n_samples, seqlen, spec.calib.seed
+        )
         calibration = calibration_samples(tokenizer, calib_spec)
     else:
         calibration = torch.empty(0, 0, dtype=torch.long)
@@ -116,8 +119,15 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     after = sp.count(model)
     achieved = sp.measure(before, after)
     plan.save(plan_path(spec.results_dir, spec.config_hash))
-    log.info("%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
-             method.name, target, achieved, before.total, after.total, prune_seconds)
+    log.info(
+        "%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
+        method.name,
+        target,
+        achieved,
+        before.total,
+        after.total,
+        prune_seconds,
+    )
 
     with track_peak_memory() as eval_peak:
         metrics = evaluate(model, tokenizer, spec)
@@ -163,8 +173,15 @@ def evaluate(model, tokenizer, spec: RunSpec) -> list[Metric]:
     batch_size = resolve_batch_size(spec.eval.batch_size, model, seqlen)
     for ds in spec.eval.datasets:
         ids, variant = token_stream(tokenizer, ds, seqlen)
-        res = perplexity(model, ids, seqlen, batch_size, spec.eval.max_windows,
-                         desc=f"ppl {ds.name}", progress=spec.progress)
+        res = perplexity(
+            model,
+            ids,
+            seqlen,
+            batch_size,
+            spec.eval.max_windows,
+            desc=f"ppl {ds.name}",
+            progress=spec.progress,
+        )
         variant = {**variant, "seqlen": seqlen, "windows": res.windows, "tokens": res.tokens}
         log.info("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)
         metrics.append(Metric("ppl", ds.name, res.ppl, variant))

@@ -18,8 +18,14 @@ from transformers import (
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi")
 
 
-def tiny_config(family: str, n_blocks: int = 4, hidden: int = 64, intermediate: int = 160,
-                vocab: int = 128, context: int = 256):
+def tiny_config(
+    family: str,
+    n_blocks: int = 4,
+    hidden: int = 64,
+    intermediate: int = 160,
+    vocab: int = 128,
+    context: int = 256,
+):
     common = dict(
         vocab_size=vocab,
         hidden_size=hidden,

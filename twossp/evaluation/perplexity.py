@@ -51,7 +51,9 @@ def perplexity(
     chunks = windows(ids, seqlen, max_windows)
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    for start in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in tqdm(
+        range(0, len(chunks), batch_size), desc=desc, disable=not progress, leave=False
+    ):
         batch = chunks[start : start + batch_size].to(device)
         logits = model(input_ids=batch, use_cache=False).logits
         nll, n = nll_sum(logits, batch)

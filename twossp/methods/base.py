@@ -45,8 +45,11 @@ class PruningMethod(ABC):
     name: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = True
 
-    def check(self, model: nn.Module, sparsity: float) -> None:
-        """Raise before any heavy work if this method cannot run on ``model`` at ``sparsity``."""
+    def check(self, model: nn.Module, sparsity: float) -> None:  # noqa: B027 (optional hook)
+        """Raise before any heavy work if this method cannot run on ``model`` at ``sparsity``.
+
+        The default accepts everything; methods with limits (rounding, architectures) override.
+        """
 
     @abstractmethod
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
