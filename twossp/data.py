@@ -29,7 +29,8 @@ class TextDataset:
 
     Attributes:
         name: short key (``wikitext2``, ``c4``, ``ptb``, ``fineweb_edu``).
-        hub_path / hub_name / split / data_files / revision: ``datasets.load_dataset`` args.
+        hub_path / hub_name / split / data_files / revision: ``datasets.load_dataset`` args;
+            ``data_files`` (files inside the repo) are read as the ``split`` split.
         field: the text column.
         local_path: a local copy; when set it is used instead of the hub.
         join: string placed between documents.
@@ -100,7 +101,8 @@ def _read_hub(ds: TextDataset) -> list[str]:
         ds.hub_path,
         ds.hub_name,
         split=ds.split,
-        data_files=ds.data_files,
+        # A bare file list becomes datasets' "train" split; name it after the split we want.
+        data_files={ds.split: ds.data_files} if ds.data_files else None,
         revision=ds.revision,
         streaming=ds.streaming,
     )
