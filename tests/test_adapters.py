@@ -23,6 +23,28 @@ def test_unsupported_model_type_lists_supported():
         adapter_class("gpt_neox")
 
 
+def test_unreadable_hub_id_fails_clearly(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    from twossp.modeling import ModelNotFoundError, ModelSpec, check_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: patch the constant too
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set.*local copy"):
+        check_model(ModelSpec("twossp-tests/no-such-model"))
+
+
+def test_saved_model_of_unsupported_family_fails_before_loading(tmp_path):
+    from transformers import GPT2Config
+
+    from twossp.modeling import ModelSpec, check_model
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2"):
+        check_model(ModelSpec(str(tmp_path)))
+
+
 def test_structure(model):
     a = get_adapter(model)
     assert a.num_blocks == model.config.num_hidden_layers == 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +71,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """A model id or path whose config cannot be read (no local folder, no hub, no cache)."""
+
+
 def check_model(spec: ModelSpec):
     """Read only the config and fail early on a missing path or unsupported architecture."""
     path = Path(spec.name_or_path)
     looks_local = spec.name_or_path.startswith((".", "/", "~")) or path.exists()
     if looks_local and not path.expanduser().exists():
         raise FileNotFoundError(f"model path {spec.name_or_path!r} does not exist")
-    config = AutoConfig.from_pretrained(
-        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-    )
+    try:
+        config = AutoConfig.from_pretrained(
+            spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+        hub = "is disabled (HF_HUB_OFFLINE is set)" if offline else "did not serve it"
+        raise ModelNotFoundError(
+            f"cannot read the config of model {spec.name_or_path!r}: it is not a local folder, "
+            f"the hub {hub} and it is not in the Hugging Face cache. Point model.name_or_path "
+            "at a local copy, or run where the hub is reachable (gated models also need HF_TOKEN)."
+        ) from exc
     adapter_class(config.model_type)
     return config
 
