@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from twossp.adapters import ZeroAttention, get_adapter
@@ -64,6 +65,48 @@ def test_generate_with_kv_cache_after_removing_first_attention(family):
     cached = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=True)
     uncached = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def _mixed_window_qwen2():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,  # shorter than the prompt, so the window matters
+        max_window_layers=2,  # blocks 0-1 full attention, 2-3 sliding window
+        max_position_embeddings=64,
+    )
+    assert len(set(config.layer_types)) == 2
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        PrunePlan(attention=[0]),
+        PrunePlan(attention=[2]),
+        PrunePlan(attention=[0, 2]),
+        PrunePlan(attention=[1, 3]),
+        PrunePlan(blocks=[0], attention=[2]),
+    ],
+)
+def test_generate_with_mixed_full_and_sliding_attention(plan, tmp_path):
+    model = _mixed_window_qwen2()
+    apply_plan(model, plan)
+    prompt = torch.randint(3, 128, (1, 10), generator=torch.Generator().manual_seed(1))
+    kw = dict(max_new_tokens=8, do_sample=False)
+    cached = model.generate(prompt, use_cache=True, **kw)
+    assert torch.equal(cached, model.generate(prompt, use_cache=False, **kw))
+    save_pruned(model, tmp_path)
+    loaded, _ = load_model(ModelSpec(str(tmp_path), device="cpu"), with_tokenizer=False)
+    assert torch.equal(loaded.generate(prompt, use_cache=True, **kw), cached)
 
 
 def test_save_and_load_roundtrip(tmp_path):

@@ -56,12 +56,30 @@ def remove_blocks(adapter: ModelAdapter, indices: list[int]) -> None:
 
 
 def renumber_cache_layers(adapter: ModelAdapter) -> None:
-    """Give the remaining attention modules consecutive KV-cache slots 0..n-1.
+    """Give the remaining attention modules KV-cache slots the cache will serve correctly.
 
-    HF caches read the sequence length from slot 0, so a removed first attention would
-    otherwise make ``generate`` restart positions at every step.
+    HF caches read the sequence length from slot 0 and build slot ``s`` for the attention type
+    ``config.layer_types[s]`` (full or sliding window). Each remaining attention takes the
+    first free slot of its own type, in block order: with one type everywhere that is
+    ``0..n-1``; with mixed types no attention lands in a slot of the other kind. A removed
+    first attention would otherwise leave slot 0 empty and make ``generate`` restart
+    positions at every step.
     """
-    for slot, attn in enumerate(adapter.attention_layer_index_holders()):
+    present = [i for i in range(adapter.num_blocks) if adapter.has_attention(i)]
+    types = getattr(adapter.config, "layer_types", None)
+    if not isinstance(types, list) or len(types) != adapter.num_blocks:
+        types = ["attention"] * adapter.num_blocks
+    free: dict[str, list[int]] = {}
+    for slot, kind in enumerate(types):
+        free.setdefault(kind, []).append(slot)
+    slots = [free[types[i]].pop(0) for i in present]
+    if present and 0 not in slots:
+        log.warning(
+            "no remaining attention has the type of KV-cache slot 0 (%s); generate with a "
+            "cache will misplace positions (perplexity is unaffected)",
+            types[0],
+        )
+    for attn, slot in zip(adapter.attention_layer_index_holders(), slots, strict=True):
         if hasattr(attn, "layer_idx"):
             attn.layer_idx = slot
 
