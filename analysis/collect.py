@@ -51,8 +51,11 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.reset_index(drop=True)
     runs = frame[["config_hash", "run_id", "created_at"]].drop_duplicates()
     newest = runs.sort_values(["created_at", "run_id"]).groupby("config_hash").tail(1)
-    kept = frame[frame["run_id"].isin(set(newest["run_id"]))]
-    dropped = runs["run_id"].nunique() - newest["run_id"].nunique()
+    # A reused run (dense copied across a sparsity sweep) shares its run id between config
+    # hashes, so a run is the pair (config_hash, run_id).
+    pairs = pd.MultiIndex.from_frame(newest[["config_hash", "run_id"]])
+    kept = frame[pd.MultiIndex.from_frame(frame[["config_hash", "run_id"]]).isin(pairs)]
+    dropped = len(runs) - len(newest)
     if dropped:
         log.info("dropped %d superseded run(s) sharing a config hash", dropped)
     return kept.sort_values(

@@ -29,6 +29,7 @@ if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 from twossp.data import CalibrationSpec, TextDataset  # noqa: E402
 from twossp.evaluation.downstream import DownstreamSpec  # noqa: E402
 from twossp.evaluation.downstream import spec_from_dict as downstream_spec  # noqa: E402
+from twossp.methods.registry import METHODS, method_class  # noqa: E402
 from twossp.modeling import ModelSpec  # noqa: E402
 from twossp.pipeline import EvalSpec, RunSpec, run  # noqa: E402
 from twossp.results import config_hash  # noqa: E402
@@ -122,7 +123,8 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
         max_windows=cfg.eval.max_windows,
         downstream=_downstream(cfg.eval.get("downstream")),
     )
-    digest = config_hash(_hash_view(cfg))
+    view = _hash_view(cfg)
+    digest = config_hash(view)
     return RunSpec(
         model_key=key,
         model=ModelSpec(**model),
@@ -138,7 +140,21 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
         force=bool(cfg.force),
         save_model_dir=Path(cfg.paths.models_dir) / digest if cfg.save_model else None,
         progress=bool(cfg.progress),
+        reuse_key=_reuse_key(name, view),
     )
+
+
+def _reuse_key(method: str, view: dict) -> str | None:
+    """For a method whose result ignores the target sparsity (dense), the hash of the view
+    without it (and without calibration when the method reads none), shared by every point
+    of a sparsity sweep; None for the others or an unknown name (``prepare`` reports it)."""
+    if method not in METHODS:
+        return None
+    cls = method_class(method)
+    if cls.uses_sparsity:
+        return None
+    drop = {"sparsity"} | (set() if cls.needs_calibration else {"calib"})
+    return "reuse-" + config_hash({k: v for k, v in view.items() if k not in drop})
 
 
 def make_tracker(cfg: DictConfig, spec: RunSpec):
@@ -162,6 +178,8 @@ def main(cfg: DictConfig) -> None:
         return
     frame = outcome.frame
     row = frame.iloc[0]
+    if outcome.status == "reused":
+        print("[twossp] reused the rows of an equivalent finished run (independent of sparsity)")
     print(
         f"[twossp] {row.model} {row.method} target={row.target_sparsity:.4f} "
         f"achieved={row.achieved_sparsity:.4f} params {row.params_before} -> {row.params_after} "

@@ -98,6 +98,23 @@ def test_collect_merges_and_keeps_the_newest_run_per_config(results_dir, tmp_pat
     assert twossp.set_index("dataset").loc["wikitext2", "value"] == 7.5
 
 
+def test_collect_keeps_a_reused_run_under_each_of_its_configs(tmp_path):
+    # dense computed once ("d1") and copied under a second sparsity's hash; later the first
+    # config is recomputed ("d2"): each hash keeps exactly its newest run.
+    ppl = {"ppl": {"wikitext2": 5.0}}
+    for chash, created, run_id in (
+        ("dense-a", "2026-01-01T00:00:00+00:00", "d1"),
+        ("dense-b", "2026-01-01T00:00:00+00:00", "d1"),
+    ):
+        _write_run(tmp_path / "r1", "m", "dense", 0.0, created, ppl, run_id=run_id, chash=chash)
+    _write_run(
+        tmp_path / "r2", "m", "dense", 0.0, "2026-01-02T00:00:00+00:00", ppl, "d2", "dense-a"
+    )
+    merged = collect.collect([tmp_path / "r1", tmp_path / "r2"])
+    pairs = set(zip(merged["config_hash"], merged["run_id"], strict=True))
+    assert pairs == {("dense-a", "d2"), ("dense-b", "d1")} and len(merged) == 2
+
+
 def test_collect_cli_writes_results_parquet(results_dir):
     out = collect.main(["--results-dir", str(results_dir)])
     assert out == results_dir / "results.parquet" and out.exists()

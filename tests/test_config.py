@@ -60,3 +60,14 @@ def test_unknown_method_suggests():
         build_method("twosp")
     with pytest.raises(ValueError, match="no setting 'alpah'.*alpha"):
         build_method("twossp", alpah=1.0)
+
+
+def test_reuse_key_only_for_sparsity_free_methods():
+    def key(*o):
+        return to_run_spec(_compose(*o)).reuse_key
+
+    assert key("method=twossp") is None
+    dense = key("method=dense", "sparsity=0.25")
+    assert dense and dense == key("method=dense", "sparsity=0.5", "calib.n_samples=4")
+    assert dense != key("method=dense", "eval.seqlen=1024")
+    assert dense != key("method=dense", "model=llama2_7b")

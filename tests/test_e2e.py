@@ -57,6 +57,21 @@ def test_twossp_run_records_everything(tmp_path):
     assert run(spec).status == "skipped"
 
 
+def test_dense_is_computed_once_per_sparsity_sweep(tmp_path):
+    first = run(_spec(tmp_path, "method=dense", "sparsity=0.25"))
+    second = run(_spec(tmp_path, "method=dense", "sparsity=0.5", "experiment_name=other"))
+    assert (first.status, second.status) == ("done", "reused")
+    rows = read_runs(tmp_path)
+    assert rows.config_hash.nunique() == 2 and rows.run_id.nunique() == 1
+    a, b = (rows[rows.config_hash == h].reset_index(drop=True) for h in rows.config_hash.unique())
+    same = [c for c in rows.columns if c not in ("config_hash", "experiment")]
+    assert a[same].equals(b[same]) and set(rows.experiment) == {"default", "other"}
+    assert plan_path(tmp_path, second.path.stem).exists()
+    # a pruning method never reuses, and force recomputes
+    assert run(_spec(tmp_path, "method=twossp", "sparsity=0.5")).status == "done"
+    assert run(_spec(tmp_path, "method=dense", "sparsity=0.375", "force=true")).status == "done"
+
+
 def test_plan_replay_and_saved_model(tmp_path):
     spec = _spec(tmp_path, "method=twossp", "sparsity=0.5", "save_model=true")
     out = run(spec)

@@ -20,9 +20,19 @@ from twossp import sparsity as sp
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
 from twossp.evaluation.efficiency import PeakMemory, resolve_batch_size, track_peak_memory
 from twossp.evaluation.perplexity import perplexity
+from twossp.io import atomic_write_text
 from twossp.methods import PruneContext, PruningMethod, build_method
 from twossp.modeling import ModelSpec, check_model, load_model, save_pruned
-from twossp.results import Metric, RunRecord, plan_path, run_path, to_frame, write_run
+from twossp.results import (
+    Metric,
+    RunRecord,
+    plan_path,
+    read_run,
+    reuse_path,
+    run_path,
+    to_frame,
+    write_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +66,14 @@ class RunSpec:
     force: bool = False
     save_model_dir: Path | None = None
     progress: bool = True
+    # Runs sharing a reuse key give the same rows (dense at any sparsity); a finished one is
+    # copied under this run's hash instead of being recomputed. None: always compute.
+    reuse_key: str | None = None
 
 
 @dataclass
 class RunOutcome:
-    status: str  # "done" or "skipped"
+    status: str  # "done", "skipped" or "reused" (rows copied from an equivalent finished run)
     path: Path
     frame: object = None
     plan: object = None
@@ -79,7 +92,7 @@ def cap_seqlen(requested: int, config, what: str) -> int:
 def prepare(spec: RunSpec) -> PruningMethod:
     """All cheap checks, before any heavy work. Returns the built method."""
     method = build_method(spec.method, **spec.method_params)
-    if method.name != "dense":
+    if method.uses_sparsity:
         sp.validate_sparsity(spec.sparsity)
     check_model(spec.model)
     for ds in spec.eval.datasets:
@@ -98,9 +111,12 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         log.info("skipping finished run %s (%s)", spec.config_hash, path)
         return RunOutcome("skipped", path)
     method = prepare(spec)
+    reused = None if spec.force or spec.save_model_dir else reuse_finished(spec)
+    if reused is not None:
+        return reused
     torch.manual_seed(spec.seed)
     model, tokenizer = load_model(spec.model)
-    target = 0.0 if method.name == "dense" else spec.sparsity
+    target = spec.sparsity if method.uses_sparsity else 0.0
     before = sp.count(model)
     if method.needs_calibration:
         seqlen = cap_seqlen(spec.calib.seqlen, model.config, "calibration")
@@ -151,11 +167,36 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     )
     frame = to_frame(record, metrics)
     write_run(frame, path)
+    if spec.reuse_key is not None:
+        atomic_write_text(reuse_path(spec.results_dir, spec.reuse_key), spec.config_hash)
     if spec.save_model_dir is not None:
         save_pruned(model, spec.save_model_dir, tokenizer)
     if tracker is not None:
         tracker.log_run(record, frame)
     return RunOutcome("done", path, frame, plan)
+
+
+def reuse_finished(spec: RunSpec) -> RunOutcome | None:
+    """Copy the rows of a finished run with the same reuse key under ``spec``'s hash.
+
+    The copy keeps the source's run id (it is the same measurement) and takes this run's
+    experiment name; the plan is copied too. Returns None when there is nothing to reuse.
+    """
+    if spec.reuse_key is None:
+        return None
+    index = reuse_path(spec.results_dir, spec.reuse_key)
+    source = index.read_text().strip() if index.exists() else None
+    if not source or not run_path(spec.results_dir, source).exists():
+        return None
+    frame = read_run(run_path(spec.results_dir, source))
+    frame["config_hash"] = spec.config_hash
+    frame["experiment"] = spec.experiment
+    source_plan = plan_path(spec.results_dir, source)
+    if source_plan.exists():
+        atomic_write_text(plan_path(spec.results_dir, spec.config_hash), source_plan.read_text())
+    path = write_run(frame, run_path(spec.results_dir, spec.config_hash))
+    log.info("reused the rows of equivalent finished run %s (%s)", source, path)
+    return RunOutcome("reused", path, frame)
 
 
 def peak_memory_metrics(peaks: dict[str, PeakMemory]) -> list[Metric]:

@@ -136,6 +136,11 @@ def plan_path(results_dir: str | Path, config_hash_: str) -> Path:
     return Path(results_dir) / "plans" / f"{config_hash_}.json"
 
 
+def reuse_path(results_dir: str | Path, reuse_key: str) -> Path:
+    """Names the config hash whose finished rows serve every run with ``reuse_key``."""
+    return Path(results_dir) / "reuse" / f"{reuse_key}.txt"
+
+
 def write_run(frame: pd.DataFrame, path: Path) -> Path:
     table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -14,6 +14,7 @@ from twossp.plan import PrunePlan
 class Dense(PruningMethod):
     name = "dense"
     needs_calibration = False
+    uses_sparsity = False
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         return PrunePlan(info={"note": "nothing removed"})
