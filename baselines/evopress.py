@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP, get_adapter
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod
+from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
@@ -147,7 +148,7 @@ class KLFitness:
 
     def __init__(self, adapter: ModelAdapter, calibration: torch.Tensor, progress: bool = True):
         self.adapter = adapter
-        device = next(adapter.model.parameters()).device
+        device = input_device(adapter.model)
         self.samples = calibration.to(device)
         self.inputs: list[tuple[torch.Tensor, dict]] = []
         self.dense: list[torch.Tensor] = []

@@ -18,6 +18,7 @@ from torch import nn
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.forward import capture_block_inputs, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod
+from twossp.modeling import input_device
 from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 
@@ -44,7 +45,7 @@ def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) ->
 @torch.no_grad()
 def iter_block_states(adapter: ModelAdapter, input_ids: torch.Tensor) -> Iterator[torch.Tensor]:
     """Yield states ``0..N`` of ``input_ids`` (``[1, seqlen]``), each ``[1, seqlen, hidden]``."""
-    device = next(adapter.model.parameters()).device
+    device = input_device(adapter.model)
     hidden, kwargs = capture_block_inputs(adapter, input_ids.to(device))
     yield hidden
     for i in range(adapter.num_blocks):

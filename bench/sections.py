@@ -107,10 +107,10 @@ def prune_times(
         for name in names:
             row = {"model": key, "method": name}
             rows.append(row)
-            target = 0.0 if name == "dense" else cfg.sparsity
             settings = _method_settings(name, cfg, key)
             try:
                 method = build_method(name, **settings)
+                target = cfg.sparsity if method.uses_sparsity else 0.0
                 work = copy.deepcopy(model)
                 method.check(work, target)
             except Exception as exc:  # a method not importable here, or not applicable

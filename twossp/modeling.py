@@ -112,7 +112,9 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
         )
     structure_file = Path(spec.name_or_path) / STRUCTURE_FILE
     if structure_file.exists():
-        model = _load_pruned(Path(spec.name_or_path), config, dtype, device)
+        # With a device_map the model is spread from the CPU, never gathered on one GPU first.
+        home = device if spec.device_map is None else torch.device("cpu")
+        model = _load_pruned(Path(spec.name_or_path), config, dtype, home)
         if spec.device_map is not None:
             model = _dispatch(model, spec)
     else:
@@ -182,7 +184,8 @@ def execution_device(module: nn.Module) -> torch.device | None:
 
 def input_device(model: nn.Module) -> torch.device:
     """Where token ids for ``model`` go: the device of its input embeddings."""
-    device = execution_device(model.get_input_embeddings())
+    embeddings = getattr(model, "get_input_embeddings", None)  # absent on bare test modules
+    device = execution_device(embeddings()) if embeddings is not None else None
     if device is None:
         device = next(model.parameters()).device
     return device

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -117,16 +117,13 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     torch.manual_seed(spec.seed)
     model, tokenizer = load_model(spec.model)
     target = spec.sparsity if method.uses_sparsity else 0.0
+    method.check(model, target)
     before = sp.count(model)
     if method.needs_calibration:
         seqlen = cap_seqlen(spec.calib.seqlen, model.config, "calibration")
-        calib_spec = CalibrationSpec(
-            spec.calib.dataset, spec.calib.n_samples, seqlen, spec.calib.seed
-        )
-        calibration = calibration_samples(tokenizer, calib_spec)
+        calibration = calibration_samples(tokenizer, replace(spec.calib, seqlen=seqlen))
     else:
         calibration = torch.empty(0, 0, dtype=torch.long)
-    method.check(model, target)
 
     start = time.perf_counter()
     with track_peak_memory() as prune_peak:

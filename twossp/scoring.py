@@ -22,6 +22,7 @@ from twossp.forward import (
     nll_sum,
     run_blocks,
 )
+from twossp.modeling import input_device
 
 Kind = Literal["attention", "mlp"]
 KINDS: tuple[Kind, ...] = ("attention", "mlp")
@@ -61,7 +62,7 @@ class SubmoduleScorer:
 
     def __init__(self, adapter: ModelAdapter, samples: torch.Tensor, use_cache: bool = True):
         self.adapter, self.use_cache = adapter, use_cache
-        device = next(adapter.model.parameters()).device
+        device = input_device(adapter.model)
         self.samples = samples.to(device)
         if use_cache:
             captured = [capture_block_inputs(adapter, s[None]) for s in self.samples]

@@ -48,8 +48,8 @@ def remove_blocks(adapter: ModelAdapter, indices: list[int]) -> None:
     drop = set(indices)
     kept = [b for j, b in enumerate(adapter.blocks) if j not in drop]
     config = adapter.config
-    layer_types = getattr(config, "layer_types", None)
-    if isinstance(layer_types, list) and len(layer_types) == adapter.num_blocks:
+    layer_types = _layer_types(adapter)
+    if layer_types is not None:
         config.layer_types = [t for j, t in enumerate(layer_types) if j not in drop]
     adapter.decoder.layers = nn.ModuleList(kept)
     config.num_hidden_layers = len(kept)
@@ -66,9 +66,7 @@ def renumber_cache_layers(adapter: ModelAdapter) -> None:
     positions at every step.
     """
     present = [i for i in range(adapter.num_blocks) if adapter.has_attention(i)]
-    types = getattr(adapter.config, "layer_types", None)
-    if not isinstance(types, list) or len(types) != adapter.num_blocks:
-        types = ["attention"] * adapter.num_blocks
+    types = _layer_types(adapter) or ["attention"] * adapter.num_blocks
     free: dict[str, list[int]] = {}
     for slot, kind in enumerate(types):
         free.setdefault(kind, []).append(slot)
@@ -79,9 +77,16 @@ def renumber_cache_layers(adapter: ModelAdapter) -> None:
             "cache will misplace positions (perplexity is unaffected)",
             types[0],
         )
-    for attn, slot in zip(adapter.attention_layer_index_holders(), slots, strict=True):
+    for i, slot in zip(present, slots, strict=True):
+        attn = adapter.attention(i)
         if hasattr(attn, "layer_idx"):
             attn.layer_idx = slot
+
+
+def _layer_types(adapter: ModelAdapter) -> list[str] | None:
+    """The config's per-block attention types (full / sliding window), when it lists them."""
+    types = getattr(adapter.config, "layer_types", None)
+    return types if isinstance(types, list) and len(types) == adapter.num_blocks else None
 
 
 def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:

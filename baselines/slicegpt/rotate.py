@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from twossp.adapters import ModelAdapter
 from twossp.adapters.rotation import install_shortcut_block
 from twossp.forward import capture_block_inputs, run_blocks
+from twossp.modeling import input_device
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class _Signals:
 
     def __init__(self, adapter: ModelAdapter, samples: torch.Tensor, batch_size: int):
         self.adapter = adapter
-        device = next(adapter.model.parameters()).device
+        device = input_device(adapter.model)
         self.chunks = [c.to(device) for c in samples.split(batch_size)]
         self.hidden: list[torch.Tensor] = []
         self.kwargs: list[dict] = []

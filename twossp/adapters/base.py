@@ -163,10 +163,6 @@ class ModelAdapter:
             )
 
     # --- bookkeeping --------------------------------------------------------------------
-    def attention_layer_index_holders(self) -> list[nn.Module]:
-        """Modules carrying a ``layer_idx`` used to address the KV cache, in block order."""
-        return [self.attention(i) for i in range(self.num_blocks) if self.has_attention(i)]
-
     def submodule_params(self, i: int) -> tuple[int, int]:
         """(attention, MLP) parameter counts of block ``i``, submodules only."""
         attn = sum(p.numel() for p in self.attention(i).parameters())

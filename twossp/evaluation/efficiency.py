@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from twossp.adapters import get_adapter
-from twossp.modeling import input_device
+from twossp.modeling import count_params, input_device  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ def _synchronize(device: torch.device) -> None:
 
 
 # --- parameters and FLOPs --------------------------------------------------------------------
-
-
-def count_params(model: nn.Module) -> int:
-    """Parameters of ``model``; tied tensors counted once."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from twossp.forward import nll_sum
+from twossp.modeling import input_device
 
 
 @dataclass
@@ -49,7 +50,7 @@ def perplexity(
 ) -> PerplexityResult:
     """Perplexity of ``model`` on the token stream ``ids``."""
     chunks = windows(ids, seqlen, max_windows)
-    device = next(model.parameters()).device
+    device = input_device(model)
     total_nll, total_tokens = 0.0, 0
     for start in tqdm(
         range(0, len(chunks), batch_size), desc=desc, disable=not progress, leave=False

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy
+from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError
@@ -108,7 +109,7 @@ def stage1_ffn_neurons(
             norms[i] = norm if i not in norms else norms[i] + norm
 
         hooks.append(adapter.ffn_out_proj(i).register_forward_pre_hook(hook))
-    device = next(adapter.model.parameters()).device
+    device = input_device(adapter.model)
     try:
         for sample in tqdm(samples, desc="2SSP stage 1", disable=not progress, leave=False):
             adapter.model(input_ids=sample[None].to(device), use_cache=False)
