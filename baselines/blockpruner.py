@@ -30,7 +30,6 @@ Deviations:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -108,20 +107,15 @@ def blockpruner_search(
                 raise UnreachableSparsityError(
                     f"removed every submodule ({removed} params) short of the budget {budget}"
                 )
-            scores = [scorer.nll_without(kind, i) for kind, i in candidates]
-            scores = [s if math.isfinite(s) else math.inf for s in scores]
-            best = min(range(len(candidates)), key=lambda c: (scores[c], c))
-            kind, i = candidates[best]
+            (kind, i), nll = scorer.best(candidates)
             other = "mlp" if kind == "attention" else "attention"
             cost = costs[i][kind] + (0 if has_submodule(adapter, other, i) else costs[i]["rest"])
             stash.append((kind, i, zero_submodule(adapter, kind, i)))
             scorer.refresh_from(i)
             removed += cost
             bar.update(cost)
-            order.append({"kind": kind, "block": i, "nll": scores[best], "params": cost})
-            log.debug(
-                "BlockPruner: removed %s %d (NLL %.4f, %d params)", kind, i, scores[best], cost
-            )
+            order.append({"kind": kind, "block": i, "nll": nll, "params": cost})
+            log.debug("BlockPruner: removed %s %d (NLL %.4f, %d params)", kind, i, nll, cost)
     finally:
         bar.close()
         for kind, i, old in reversed(stash):

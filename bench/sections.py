@@ -150,8 +150,7 @@ def full_run_seconds(row: dict) -> float | None:
 
 def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
     """Stage 2 both ways on stage-1-pruned models of several depths; same choices asserted."""
-    from twossp.methods.twossp import TwoSSP, stage1_ffn_neurons, stage2_attention
-    from twossp.surgery import keep_ffn_neurons
+    from twossp.methods.twossp import TwoSSP, prune_ffn, stage2_attention
 
     tick = now(cfg)
     rows = []
@@ -159,10 +158,7 @@ def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
         model = deep_model(cfg, n_blocks=n_blocks)
         method = TwoSSP()
         budget = method.budget(model, cfg.sparsity)
-        adapter = get_adapter(model)
-        keep = stage1_ffn_neurons(adapter, calib, budget.ffn_keep, progress=False)
-        for i, idx in keep.items():
-            keep_ffn_neurons(adapter, i, idx)
+        prune_ffn(get_adapter(model), calib, budget.ffn_keep, progress=False)
         samples = calib[: method.n_calib_stage2]
         row = {
             "blocks": n_blocks,
@@ -171,7 +167,7 @@ def stage2_cache(cfg: BenchConfig, calib: torch.Tensor) -> list[dict]:
             "seqlen": samples.shape[1],
         }
         for use_cache in (False, True):
-            work = copy.deepcopy(model)
+            work = copy.deepcopy(model) if not use_cache else model  # the last run may consume it
             t0 = tick()
             order = stage2_attention(
                 get_adapter(work), samples, budget.n_attn, use_cache, progress=False

@@ -10,6 +10,7 @@ forward pass instead (the reference the tests compare against).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -82,6 +83,18 @@ class SubmoduleScorer:
             return self.nll(i)
         finally:
             swap_submodule(self.adapter, kind, i, old)
+
+    def best(self, candidates: list[tuple[Kind, int]]) -> tuple[tuple[Kind, int], float]:
+        """The candidate whose removal gives the lowest NLL, and that NLL.
+
+        Non-finite scores rank last; ties go to the earlier candidate.
+        """
+        if not candidates:
+            raise ValueError("no candidate submodule to score")
+        scores = [self.nll_without(kind, i) for kind, i in candidates]
+        scores = [x if math.isfinite(x) else math.inf for x in scores]
+        c = min(range(len(candidates)), key=lambda c: (scores[c], c))
+        return candidates[c], scores[c]
 
     def _nll(self, s: int, start: int) -> float:
         ids = self.samples[s][None]

@@ -25,7 +25,6 @@ measured sparsity can exceed the target by that norm's few parameters.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -122,6 +121,17 @@ def stage1_ffn_neurons(
     }
 
 
+def prune_ffn(
+    adapter: ModelAdapter, samples: torch.Tensor, keep: int, progress: bool = True
+) -> dict[int, list[int]]:
+    """Stage 1 in place: slice every FFN to its ``keep`` most important neurons."""
+    kept = stage1_ffn_neurons(adapter, samples, keep, progress)
+    for i, idx in kept.items():
+        keep_ffn_neurons(adapter, i, idx)
+    adapter.config.intermediate_size = keep
+    return kept
+
+
 @torch.no_grad()
 def stage2_attention(
     adapter: ModelAdapter,
@@ -137,13 +147,8 @@ def stage2_attention(
     scorer = SubmoduleScorer(adapter, samples, use_cache)
     removed: list[int] = []
     for _ in tqdm(range(n_attn), desc="2SSP stage 2", disable=not progress, leave=False):
-        best, best_nll = None, math.inf
-        for i in range(adapter.num_blocks):
-            if not adapter.has_attention(i):
-                continue
-            nll = scorer.nll_without("attention", i)
-            if nll < best_nll:
-                best, best_nll = i, nll
+        present = [("attention", i) for i in range(adapter.num_blocks) if adapter.has_attention(i)]
+        (_, best), best_nll = scorer.best(present)
         remove_attention(adapter, best)
         scorer.refresh_from(best)
         removed.append(best)
@@ -204,10 +209,7 @@ class TwoSSP(PruningMethod):
                 f"stage 2 needs {self.n_calib_stage2} calibration samples, "
                 f"got {len(ctx.calibration)}"
             )
-        keep = stage1_ffn_neurons(adapter, ctx.calibration, budget.ffn_keep, ctx.progress)
-        for i, idx in keep.items():
-            keep_ffn_neurons(adapter, i, idx)
-        adapter.config.intermediate_size = budget.ffn_keep
+        keep = prune_ffn(adapter, ctx.calibration, budget.ffn_keep, ctx.progress)
         removed = stage2_attention(
             adapter,
             ctx.calibration[: self.n_calib_stage2],
