@@ -60,8 +60,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,11 +68,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP, get_adapter
+from twossp.adapters import ModelAdapter, get_adapter
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod
 from twossp.modeling import input_device
 from twossp.plan import PrunePlan
+from twossp.scoring import zeroed
 from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 log = logging.getLogger(__name__)
@@ -165,18 +165,10 @@ class KLFitness:
         hidden, kwargs = self.inputs[w]
         return logits_from_hidden(self.adapter, run_blocks(self.adapter, hidden, kwargs))[0]
 
-    @contextmanager
-    def applied(self, genome: Genome) -> Iterator[None]:
+    def applied(self, genome: Genome):
         """Temporarily replace the dropped submodules by ones that add nothing."""
-        old_attn = {i: self.adapter.set_attention(i, ZeroAttention()) for i in genome[0]}
-        old_mlp = {i: self.adapter.set_mlp(i, ZeroMLP()) for i in genome[1]}
-        try:
-            yield
-        finally:
-            for i, module in old_attn.items():
-                self.adapter.set_attention(i, module)
-            for i, module in old_mlp.items():
-                self.adapter.set_mlp(i, module)
+        units = [("attention", i) for i in genome[0]] + [("mlp", i) for i in genome[1]]
+        return zeroed(self.adapter, units)
 
     @torch.no_grad()
     def __call__(self, genome: Genome, windows: Windows) -> float:

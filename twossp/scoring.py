@@ -11,6 +11,8 @@ forward pass instead (the reference the tests compare against).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -48,6 +50,17 @@ def zero_submodule(adapter: ModelAdapter, kind: Kind, i: int):
     return swap_submodule(adapter, kind, i, ZeroAttention() if kind == "attention" else ZeroMLP())
 
 
+@contextmanager
+def zeroed(adapter: ModelAdapter, units: list[tuple[Kind, int]]) -> Iterator[None]:
+    """Zero the ``(kind, block)`` submodules for the duration of the block, then restore them."""
+    old = [(kind, i, zero_submodule(adapter, kind, i)) for kind, i in units]
+    try:
+        yield
+    finally:
+        for kind, i, module in reversed(old):
+            swap_submodule(adapter, kind, i, module)
+
+
 class SubmoduleScorer:
     """Summed calibration NLL of the current model with one submodule zeroed.
 
@@ -78,11 +91,8 @@ class SubmoduleScorer:
     @torch.no_grad()
     def nll_without(self, kind: Kind, i: int) -> float:
         """Summed NLL over all samples with block ``i``'s ``kind`` submodule zeroed."""
-        old = zero_submodule(self.adapter, kind, i)
-        try:
+        with zeroed(self.adapter, [(kind, i)]):
             return self.nll(i)
-        finally:
-            swap_submodule(self.adapter, kind, i, old)
 
     def best(self, candidates: list[tuple[Kind, int]]) -> tuple[tuple[Kind, int], float]:
         """The candidate whose removal gives the lowest NLL, and that NLL.
