@@ -36,9 +36,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines.similarity import select_samples
 from twossp.adapters import ModelAdapter, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod
+from twossp.methods.base import PruneContext, PruningMethod, select_samples
 from twossp.plan import PrunePlan
 from twossp.scoring import KINDS, SubmoduleScorer, has_submodule, swap_submodule, zero_submodule
 from twossp.sparsity import UnreachableSparsityError, params_to_remove

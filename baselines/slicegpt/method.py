@@ -12,7 +12,7 @@ from baselines.slicegpt.fusion import fuse_norms
 from baselines.slicegpt.rotate import rotate_and_slice
 from twossp.adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, adapter_class, get_adapter
 from twossp.adapters.rotation import is_rotated
-from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy
+from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
 from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError, validate_sparsity
 
@@ -215,11 +215,7 @@ class SliceGPT(PruningMethod):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         self._check_model(model, ctx.sparsity)
         slicing = self.slicing(model, ctx.sparsity)
-        samples = ctx.calibration if self.n_calib is None else ctx.calibration[: self.n_calib]
-        if samples.ndim != 2 or len(samples) == 0:
-            raise ValueError(
-                f"SliceGPT needs [n, seqlen] calibration ids, got {tuple(samples.shape)}"
-            )
+        samples = select_samples(ctx.calibration, self.n_calib, "SliceGPT")
         adapter = get_adapter(model)
         start = time.perf_counter()
         fuse_norms(adapter)

@@ -68,3 +68,23 @@ class PruningMethod(ABC):
 def plan_on_copy(method: PruningMethod, model: nn.Module, ctx: PruneContext) -> PrunePlan:
     """Plan by pruning a deep copy (for methods whose :meth:`prune` is the primary path)."""
     return method.prune(copy.deepcopy(model), ctx)
+
+
+def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) -> torch.Tensor:
+    """The first ``n_calib`` calibration samples (all of them when ``None``).
+
+    Raises:
+        ValueError: if there are no samples or fewer than ``n_calib``.
+    """
+    if calibration.dim() != 2 or calibration.numel() == 0:
+        raise ValueError(
+            f"{what} needs [n_samples, seqlen] calibration ids, got {calibration.shape}"
+        )
+    if n_calib is None:
+        return calibration
+    if n_calib < 1 or n_calib > len(calibration):
+        raise ValueError(
+            f"{what}: n_calib={n_calib} but {len(calibration)} calibration samples were given "
+            "(use n_calib <= calib.n_samples, or null for all)"
+        )
+    return calibration[:n_calib]
