@@ -15,11 +15,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from twossp.io import atomic_write
-from twossp.results import COLUMNS, SCHEMA, read_runs
+from twossp.results import COLUMNS, read_runs, write_run
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +28,10 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("TWOSSP_RESULTS", ROOT / "results"))
 
 
-def results_file() -> Path:
-    """The merged file: ``$TWOSSP_RESULTS_FILE`` or ``<results dir>/results.parquet``."""
+def results_file(results_dir: Path | None = None) -> Path:
+    """The merged file: ``$TWOSSP_RESULTS_FILE``, else ``<results dir>/results.parquet``."""
     env = os.environ.get("TWOSSP_RESULTS_FILE")
-    return Path(env) if env else default_results_dir() / "results.parquet"
+    return Path(env) if env else (results_dir or default_results_dir()) / "results.parquet"
 
 
 def load(path: str | Path | None = None) -> pd.DataFrame:
@@ -70,14 +67,8 @@ def collect(results_dirs: list[str | Path], out: str | Path | None = None) -> pd
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     merged = dedupe(merged[COLUMNS])
     if out is not None:
-        write(merged, Path(out))
+        write_run(merged, Path(out))  # the run-file writer: same schema, atomic
     return merged
-
-
-def write(frame: pd.DataFrame, path: Path) -> Path:
-    table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-    return path
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -95,10 +86,10 @@ def main(argv: list[str] | None = None) -> Path:
         "--out",
         type=Path,
         default=None,
-        help="merged file (default: <results-dir>/results.parquet)",
+        help="merged file (default: $TWOSSP_RESULTS_FILE or <results-dir>/results.parquet)",
     )
     args = parser.parse_args(argv)
-    out = args.out or args.results_dir / "results.parquet"
+    out = args.out or results_file(args.results_dir)
     merged = collect([args.results_dir, *args.extra], out)
     print(f"[collect] {merged['config_hash'].nunique()} runs, {len(merged)} rows -> {out}")
     return out

@@ -159,6 +159,7 @@ def rotate_and_slice(
     rotate_embeddings(adapter.embeddings, q_in)
     signals.capture_embeddings()  # exact (rotated, sliced) inputs of block 0
     n = adapter.num_blocks
+    eye = torch.eye(width, dtype=dtype, device=q_in.device)
     for i in tqdm(range(n), desc="SliceGPT", disable=not progress, leave=False):
         d_out = width if (i == n - 1 and not slice_head) else dim
         attn_readers, mlp_readers = adapter.residual_readers(i)
@@ -166,7 +167,6 @@ def rotate_and_slice(
 
         # Attention reads the rotated stream; its residual maps back to the original basis.
         rotate_inputs(attn_readers, q_in)
-        eye = torch.eye(width, dtype=dtype, device=q_in.device)
         install_shortcut_block(adapter, i, q_in.to(dtype), eye)
         mid = SecondMoment()
         handle = _observe_input(adapter.norms(i)[1], mid)
