@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -26,13 +27,12 @@ if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
     )
 
-from twossp.data import CalibrationSpec, TextDataset  # noqa: E402
-from twossp.evaluation.downstream import DownstreamSpec  # noqa: E402
-from twossp.evaluation.downstream import spec_from_dict as downstream_spec  # noqa: E402
-from twossp.methods.registry import METHODS, method_class  # noqa: E402
-from twossp.modeling import ModelSpec  # noqa: E402
-from twossp.pipeline import EvalSpec, RunSpec, run  # noqa: E402
-from twossp.results import config_hash  # noqa: E402
+# twossp (torch, transformers, pandas) is imported where a run is built, not at start-up, so
+# `--help`, `--cfg job` and a launcher's submitting process stay fast.
+if TYPE_CHECKING:
+    from twossp.data import TextDataset
+    from twossp.evaluation.downstream import DownstreamSpec
+    from twossp.pipeline import RunSpec
 
 log = logging.getLogger("twossp")
 
@@ -52,6 +52,8 @@ register_resolvers()
 
 
 def _dataset(name: str, node) -> TextDataset:
+    from twossp.data import TextDataset
+
     fields = OmegaConf.to_container(node, resolve=True)
     return TextDataset(name=fields.pop("name", name), **fields)
 
@@ -96,11 +98,18 @@ def _downstream_hash_view(node) -> dict | None:
 def _downstream(node) -> DownstreamSpec | None:
     if not node:
         return None
-    return downstream_spec(OmegaConf.to_container(node, resolve=True))
+    from twossp.evaluation.downstream import spec_from_dict
+
+    return spec_from_dict(OmegaConf.to_container(node, resolve=True))
 
 
 def to_run_spec(cfg: DictConfig) -> RunSpec:
     """Convert a composed config into the typed arguments of :func:`twossp.pipeline.run`."""
+    from twossp.data import CalibrationSpec
+    from twossp.modeling import ModelSpec
+    from twossp.pipeline import EvalSpec, RunSpec
+    from twossp.results import config_hash
+
     unknown = [n for n in cfg.eval.use if n not in cfg.eval.datasets]
     if unknown:
         raise ValueError(
@@ -119,7 +128,7 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
     evaluation = EvalSpec(
         datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
         seqlen=int(cfg.eval.seqlen),
-        batch_size="auto" if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size),
+        batch_size=cfg.eval.batch_size,  # int or "auto": resolve_batch_size parses it
         max_windows=cfg.eval.max_windows,
         downstream=_downstream(cfg.eval.get("downstream")),
     )
@@ -148,6 +157,9 @@ def _reuse_key(method: str, view: dict) -> str | None:
     """For a method whose result ignores the target sparsity (dense), the hash of the view
     without it (and without calibration when the method reads none), shared by every point
     of a sparsity sweep; None for the others or an unknown name (``prepare`` reports it)."""
+    from twossp.methods.registry import METHODS, method_class
+    from twossp.results import config_hash
+
     if method not in METHODS:
         return None
     cls = method_class(method)
@@ -171,6 +183,8 @@ def make_tracker(cfg: DictConfig, spec: RunSpec):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from twossp.pipeline import run
+
     spec = to_run_spec(cfg)
     outcome = run(spec, tracker=make_tracker(cfg, spec))
     if outcome.status == "skipped":

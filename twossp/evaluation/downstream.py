@@ -104,11 +104,8 @@ def local_data_files(local_dir: str | Path, tasks: list[str]) -> dict[str, dict[
         if files:
             out[task] = files
             continue
-        members = {
-            f"{task}_{sub.name}": _split_files(sub)
-            for sub in sorted(folder.iterdir() if folder.is_dir() else [])
-            if sub.is_dir() and _split_files(sub)
-        }
+        subs = sorted(sub for sub in (folder.iterdir() if folder.is_dir() else []) if sub.is_dir())
+        members = {f"{task}_{sub.name}": split for sub in subs if (split := _split_files(sub))}
         if not members:
             have = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
             raise FileNotFoundError(
@@ -174,34 +171,40 @@ def evaluate_tasks(model, tokenizer, spec: DownstreamSpec) -> list[Metric]:
 
     spec.check()
     files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
+    manager = task_manager(files)
+    built = load_tasks(spec.tasks, files, manager)  # data loaded (and checked) before scoring
     was_training = model.training
     model.eval()
-    built = load_tasks(spec.tasks, files)  # data loaded (and checked) before any scoring
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
-    out = lm_eval.simple_evaluate(
-        lm,
-        tasks=built,
-        num_fewshot=spec.num_fewshot,
-        limit=spec.limit,
-        bootstrap_iters=spec.bootstrap_iters,
-        log_samples=False,
-        task_manager=task_manager(files),  # passes the built tasks through
-        random_seed=spec.seed,
-        numpy_random_seed=spec.seed,
-        torch_random_seed=spec.seed,
-        fewshot_random_seed=spec.seed,
-    )
-    model.train(was_training)
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
+        out = lm_eval.simple_evaluate(
+            lm,
+            tasks=built,
+            num_fewshot=spec.num_fewshot,
+            limit=spec.limit,
+            bootstrap_iters=spec.bootstrap_iters,
+            log_samples=False,
+            task_manager=manager,  # passes the built tasks through
+            random_seed=spec.seed,
+            numpy_random_seed=spec.seed,
+            torch_random_seed=spec.seed,
+            fewshot_random_seed=spec.seed,
+        )
+    finally:
+        model.train(was_training)
     return to_metrics(out, spec)
 
 
-def load_tasks(tasks: list[str], data_files: dict[str, dict[str, str]] | None = None) -> list:
+def load_tasks(
+    tasks: list[str], data_files: dict[str, dict[str, str]] | None = None, manager=None
+) -> list:
     """Build lm-eval Task / Group objects for ``tasks`` (reading ``data_files`` where given).
 
     With ``data_files``, raises if any leaf task would read anything else (e.g. if lm-eval's
-    private task factory, which the local override hooks, has changed).
+    private task factory, which the local override hooks, has changed). ``manager``: a
+    :func:`task_manager` for the same ``data_files``, built here when not given.
     """
-    manager = task_manager(data_files)
+    manager = manager or task_manager(data_files)
     built = []
     for name in tasks:
         loaded = manager.load([name])
