@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -13,8 +12,6 @@ from torch import nn
 
 from twossp.modeling import ModelSpec, load_model
 from twossp.testing import tiny_model
-
-log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TWOSSP_SHARED", ROOT.parent / "shared")).resolve()
@@ -70,7 +67,6 @@ class BenchConfig:
     methods: tuple[str, ...] | None = None
     sections: tuple[str, ...] = ("prune", "stage2", "eval", "forward", "rss")
     quick: bool = False
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, **overrides) -> BenchConfig:

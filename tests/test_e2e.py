@@ -89,6 +89,8 @@ def test_bad_input_fails_before_loading(tmp_path):
         prepare(_spec(tmp_path, "eval.datasets.ptb.local_path=/nonexistent/ptb.txt"))
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         prepare(_spec(tmp_path, "sparsity=1.2"))
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        prepare(_spec(tmp_path, "eval.use=[]"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare(_spec(tmp_path, "model.name_or_path=/nonexistent/model"))
 

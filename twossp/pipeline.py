@@ -94,6 +94,11 @@ def prepare(spec: RunSpec) -> PruningMethod:
     method = build_method(spec.method, **spec.method_params)
     if method.uses_sparsity:
         sp.validate_sparsity(spec.sparsity)
+    if not spec.eval.datasets and spec.eval.downstream is None:
+        raise ValueError(
+            "nothing to evaluate: eval.use is empty and no downstream tasks are set, so the run "
+            "would record no rows (keep at least one dataset, e.g. eval.max_windows=1)"
+        )
     check_model(spec.model)
     for ds in spec.eval.datasets:
         ds.check()
