@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from twossp.adapters import adapter_class
 from twossp.io import atomic_write_text
+from twossp.model_source import Source, dequantized_copy, hub_offline, resolve
 from twossp.surgery import rebuild_structure, structure_of
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ class ModelSpec:
             spreads blocks over the visible GPUs, then CPU; see :func:`execution_device`).
         max_memory: per-device caps for ``device_map`` (``{0: "70GiB", "cpu": "200GiB"}``).
         offload_folder: where accelerate may offload weights that fit nowhere else.
+        gguf_file: a GGUF file inside the local folder ``name_or_path``; it is dequantized
+            once into ``cache_dir`` (see :mod:`twossp.model_source`).
+        hub_fallback: hub id read when the local folder ``name_or_path`` is absent.
+        cache_dir: where dequantized GGUF copies live (None: ``$TWOSSP_CACHE`` or
+            ``~/.cache/twossp``).
     """
 
     name_or_path: str
@@ -53,6 +58,13 @@ class ModelSpec:
     device_map: str | None = None
     max_memory: dict | None = None
     offload_folder: str | None = None
+    gguf_file: str | None = None
+    hub_fallback: str | None = None
+    cache_dir: str | None = None
+
+    def source(self) -> Source:
+        """The folder or hub id to read (see :func:`twossp.model_source.resolve`)."""
+        return resolve(self.name_or_path, self.gguf_file, self.hub_fallback, self.revision)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -77,19 +89,18 @@ class ModelNotFoundError(FileNotFoundError):
 
 def check_model(spec: ModelSpec):
     """Read only the config and fail early on a missing path or unsupported architecture."""
-    path = Path(spec.name_or_path)
-    looks_local = spec.name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not path.expanduser().exists():
-        raise FileNotFoundError(f"model path {spec.name_or_path!r} does not exist")
+    source = spec.source()
     try:
         config = AutoConfig.from_pretrained(
-            spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+            source.path,
+            revision=source.revision,
+            trust_remote_code=spec.trust_remote_code,
+            **({"gguf_file": source.gguf_file} if source.gguf_file else {}),
         )
     except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-        hub = "is disabled (HF_HUB_OFFLINE is set)" if offline else "did not serve it"
+        hub = "is disabled (HF_HUB_OFFLINE is set)" if hub_offline() else "did not serve it"
         raise ModelNotFoundError(
-            f"cannot read the config of model {spec.name_or_path!r}: it is not a local folder, "
+            f"cannot read the config of model {source.path!r}: it is not a local folder, "
             f"the hub {hub} and it is not in the Hugging Face cache. Point model.name_or_path "
             "at a local copy, or run where the hub is reachable (gated models also need HF_TOKEN)."
         ) from exc
@@ -102,25 +113,27 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
 
     With ``with_tokenizer=False`` the tokenizer is not read and ``None`` is returned for it.
     """
-    config = check_model(spec)
+    check_model(spec)
+    source = dequantized_copy(spec.source(), spec.cache_dir)
+    config = AutoConfig.from_pretrained(
+        source.path, revision=source.revision, trust_remote_code=spec.trust_remote_code
+    )
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = None
     if with_tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(
-            spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
-    structure_file = Path(spec.name_or_path) / STRUCTURE_FILE
+        tokenizer = load_tokenizer(spec, source)
+    structure_file = Path(source.path) / STRUCTURE_FILE
     if structure_file.exists():
         # With a device_map the model is spread from the CPU, never gathered on one GPU first.
         home = device if spec.device_map is None else torch.device("cpu")
-        model = _load_pruned(Path(spec.name_or_path), config, dtype, home)
+        model = _load_pruned(Path(source.path), config, dtype, home)
         if spec.device_map is not None:
             model = _dispatch(model, spec)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.name_or_path,
-            revision=spec.revision,
+            source.path,
+            revision=source.revision,
             dtype=dtype,
             trust_remote_code=spec.trust_remote_code,
             device_map=spec.device_map,
@@ -131,8 +144,16 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    log.info("loaded %s (%s, %s)", spec.name_or_path, config.model_type, dtype)
+    log.info("loaded %s (%s, %s)", source.path, config.model_type, dtype)
     return model, tokenizer
+
+
+def load_tokenizer(spec: ModelSpec, source: Source | None = None):
+    """The model's tokenizer (from the dequantized copy for a GGUF model)."""
+    source = source or dequantized_copy(spec.source(), spec.cache_dir)
+    return AutoTokenizer.from_pretrained(
+        source.path, revision=source.revision, trust_remote_code=spec.trust_remote_code
+    )
 
 
 def _placement_kwargs(spec: ModelSpec) -> dict:
