@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import TASKS, needs_shared
 from twossp.evaluation.downstream import (
+    DEFAULT_BOOTSTRAP_ITERS,
     PAPER_TASKS,
     DownstreamSpec,
+    lm_eval_record,
     local_data_files,
-    point_at_local,
+    local_task_config,
+    save_lm_eval_json,
     spec_from_dict,
     to_metrics,
 )
@@ -31,6 +37,10 @@ def test_local_data_files_plain_task_and_group_members(tmp_path):
     assert files["arc_easy"] == {"test": str(tmp_path / "arc_easy" / "test.jsonl")}
     assert set(files) == {"arc_easy", "mmlu_anatomy", "mmlu_astronomy"}
     assert set(files["mmlu_anatomy"]) == {"dev", "test"}
+    # one member of a group, asked for by its lm-eval name
+    assert local_data_files(tmp_path, ["mmlu_astronomy"]) == {
+        "mmlu_astronomy": files["mmlu_astronomy"]
+    }
 
 
 def test_missing_local_task_is_named_before_any_work(tmp_path):
@@ -42,7 +52,12 @@ def test_missing_local_task_is_named_before_any_work(tmp_path):
 
 @pytest.mark.parametrize(
     "bad, match",
-    [({"tasks": []}, "empty"), ({"num_fewshot": -1}, "num_fewshot"), ({"limit": 0}, "limit")],
+    [
+        ({"tasks": []}, "empty"),
+        ({"num_fewshot": -1}, "num_fewshot"),
+        ({"limit": 0}, "limit"),
+        ({"bootstrap_iters": -1}, "bootstrap_iters"),
+    ],
 )
 def test_spec_rejects_bad_settings(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -56,31 +71,69 @@ def test_spec_from_dict_names_unknown_setting():
         spec_from_dict({"limt": 3})
 
 
-def test_point_at_local_changes_only_the_data_source():
+def test_stderr_is_computed_whenever_limit_subsamples():
+    assert DownstreamSpec().stderr_iters == 0  # full evaluation: as configured (off)
+    assert DownstreamSpec(limit=10).stderr_iters == DEFAULT_BOOTSTRAP_ITERS
+    assert DownstreamSpec(limit=10, bootstrap_iters=50).stderr_iters == 50
+    assert DownstreamSpec(bootstrap_iters=50).stderr_iters == 50
+
+
+def test_local_task_config_changes_only_the_data_source():
     stock = {
+        "tag": ["ai2_arc"],
         "task": "arc_easy",
         "dataset_path": "allenai/ai2_arc",
         "dataset_name": "ARC-Easy",
+        "dataset_kwargs": {"revision": "abc"},
         "training_split": "train",
         "validation_split": "validation",
         "test_split": "test",
         "doc_to_text": "Question: {{question}}\nAnswer:",
         "metadata": {"version": 1.0},
     }
-    cfg = point_at_local(dict(stock), {"test": "/x/test.jsonl"})
-    assert cfg["dataset_path"] == "json" and "dataset_name" not in cfg
-    assert cfg["dataset_kwargs"] == {"data_files": {"test": "/x/test.jsonl"}}
-    assert cfg["training_split"] is None and cfg["validation_split"] is None  # not local
-    assert cfg["test_split"] == "test"
-    assert cfg["doc_to_text"] == stock["doc_to_text"] and cfg["metadata"] == stock["metadata"]
+    cfg = local_task_config("arc_easy", stock, {"test": "/x/test.jsonl"}, "/lm_eval/arc.yaml")
+    assert cfg["include"] == "/lm_eval/arc.yaml" and cfg["task"] == "arc_easy"
+    merged = {**stock, **cfg}  # what lm-eval's include: resolves to (local keys win)
+    assert merged["dataset_path"] == "json" and merged["dataset_name"] is None
+    assert merged["dataset_kwargs"] == {"revision": "abc", "data_files": {"test": "/x/test.jsonl"}}
+    assert merged["training_split"] is None and merged["validation_split"] is None  # not local
+    assert merged["test_split"] == "test"
+    assert merged["tag"] == []  # lm-eval's own tag lists stay whole
+    assert merged["doc_to_text"] == stock["doc_to_text"]
+    assert merged["metadata"] == stock["metadata"]
+
+
+def test_check_local_rejects_a_leaf_that_does_not_read_the_generated_yaml(tmp_path):
+    from types import SimpleNamespace
+
+    from twossp.evaluation.downstream import _check_local
+
+    files = {"arc_easy": {"test": "/x/test.jsonl"}}
+
+    def config(path="json", data=None, source=tmp_path / "arc_easy.yaml"):
+        kwargs = {"data_files": data or files["arc_easy"]}
+        return SimpleNamespace(
+            dataset_path=path, dataset_kwargs=kwargs, metadata={"config_source": str(source)}
+        )
+
+    _check_local("arc_easy", config(), files, tmp_path)  # fine
+    bad = [
+        ("arc_easy", config(path="allenai/ai2_arc")),  # reads the hub
+        ("arc_easy", config(data={"test": "/y/test.jsonl"})),  # other files
+        ("arc_easy", config(source="/lm_eval/tasks/arc/arc_easy.yaml")),  # stock YAML
+        ("mmlu_anatomy", config()),  # no local folder for it
+    ]
+    for leaf, cfg in bad:
+        with pytest.raises(RuntimeError, match=leaf):
+            _check_local(leaf, cfg, files, tmp_path)
 
 
 def test_to_metrics_reads_group_acc_versions_and_samples():
     out = {
         "results": {
             "arc_easy": {"acc,none": 0.5, "acc_norm,none": 0.25, "acc_stderr,none": "N/A"},
-            "winogrande": {"acc,none": 0.75},
-            "mmlu": {"acc,none": 0.3},
+            "winogrande": {"acc,none": 0.75, "acc_stderr,none": float("nan")},
+            "mmlu": {"acc,none": 0.3, "acc_stderr,none": 0.05},
         },
         "versions": {"arc_easy": 1.0, "winogrande": 1.0, "mmlu": "2"},
         "n-shot": {"arc_easy": 0, "winogrande": 0},
@@ -104,28 +157,60 @@ def test_to_metrics_reads_group_acc_versions_and_samples():
     mmlu = rows[("acc", "mmlu")].variant
     assert mmlu["task_version"] == "2" and mmlu["samples"] == 5 and mmlu["subtasks"] == 2
     assert mmlu["limit"] == 4 and mmlu["source"] == "hub"
+    assert mmlu["stderr"] == 0.05
+    assert rows[("acc", "arc_easy")].variant["stderr"] is None  # "N/A": not computed
+    assert rows[("acc", "winogrande")].variant["stderr"] is None  # not finite
 
 
-@needs_shared()
-@pytest.mark.shared
-@pytest.mark.slow
-def test_stories260k_on_local_stock_tasks_offline(stories_path, monkeypatch):
+def test_lm_eval_json_keeps_results_and_drops_objects(tmp_path):
+    out = {
+        "results": {"arc_easy": {"acc,none": np.float64(0.5), "acc_stderr,none": 0.1}},
+        "groups": {},
+        "configs": {"arc_easy": {"metadata": {"version": 1.0}, "process_docs": print}},
+        "versions": {"arc_easy": 1.0},
+        "n-shot": {"arc_easy": 0},
+        "n-samples": {"arc_easy": {"original": 10, "effective": np.int64(4)}},
+        "higher_is_better": {"arc_easy": {"acc": True}},
+        "config": {"model": object(), "limit": 4, "bootstrap_iters": 1000, "nan": float("nan")},
+        "samples": {"arc_easy": [object()]},
+        "tags": {"b", "a"},
+    }
+    record = lm_eval_record(out)
+    assert record["results"]["arc_easy"] == {"acc,none": 0.5, "acc_stderr,none": 0.1}
+    assert record["n-samples"]["arc_easy"]["effective"] == 4
+    assert "process_docs" not in record["configs"]["arc_easy"]
+    assert record["config"] == {"limit": 4, "bootstrap_iters": 1000, "nan": None}
+    assert "samples" not in record and record["tags"] == ["a", "b"]
+    path = save_lm_eval_json(out, tmp_path / "plans" / "abc.lm_eval.json")
+    assert json.loads(path.read_text()) == record
+    assert [p.name for p in path.parent.iterdir()] == ["abc.lm_eval.json"]  # no temp left
+
+
+@pytest.fixture
+def stories(stories_path, monkeypatch):
+    """stories260K and its tokenizer, with every hub access switched off."""
     import datasets.config
     import huggingface_hub.constants
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from twossp.evaluation.downstream import evaluate_tasks
 
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
     model = AutoModelForCausalLM.from_pretrained(stories_path)
-    tokenizer = AutoTokenizer.from_pretrained(stories_path)
+    return model, AutoTokenizer.from_pretrained(stories_path)
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.slow
+def test_stories260k_on_local_stock_tasks_offline(stories):
+    from twossp.evaluation.downstream import evaluate_tasks
+
+    model, tokenizer = stories
     spec = DownstreamSpec(
-        tasks=["arc_easy", "winogrande", "mmlu"], limit=1, batch_size=64, local_dir=str(TASKS)
+        tasks=["arc_easy", "winogrande", "mmlu"], limit=2, batch_size=64, local_dir=str(TASKS)
     )
     rows = {(m.metric, m.dataset): m for m in evaluate_tasks(model, tokenizer, spec)}
 
@@ -138,9 +223,58 @@ def test_stories260k_on_local_stock_tasks_offline(stories_path, monkeypatch):
     for m in rows.values():
         assert 0.0 <= m.value <= 1.0
         assert m.variant["source"] == f"local:{TASKS}"
-        assert m.variant["num_fewshot"] == 0 and m.variant["limit"] == 1
+        assert m.variant["num_fewshot"] == 0 and m.variant["limit"] == 2
+        assert 0.0 <= m.variant["stderr"] <= 1.0  # computed because limit subsamples
     assert rows[("acc", "arc_easy")].variant["task_version"] == "1.0"
     assert rows[("acc", "mmlu")].variant["task_version"] == "2"  # the group's version
     assert rows[("acc", "mmlu")].variant["subtasks"] == 57
-    assert rows[("acc", "mmlu")].variant["samples"] == 57  # one document per subject
+    assert rows[("acc", "mmlu")].variant["samples"] == 2 * 57  # two documents per subject
     assert not model.training
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.slow
+def test_local_tasks_through_include_path_with_stderr_and_json(stories, tmp_path):
+    import lm_eval
+    import yaml
+    from lm_eval.tasks._factory import TaskFactory
+
+    from twossp.evaluation.downstream import run_tasks, task_manager
+
+    model, tokenizer = stories
+    tasks = ["arc_easy", "mmlu_anatomy"]
+    spec = DownstreamSpec(tasks=tasks, limit=4, batch_size=64, local_dir=str(TASKS))
+    result = run_tasks(model, tokenizer, spec)
+
+    # the data came in through the public include_path, with lm-eval's own factory
+    files = local_data_files(TASKS, tasks)
+    manager = task_manager(files)
+    assert type(manager._factory) is TaskFactory  # no private-factory subclass
+    folder = Path(manager.include_path)
+    stock = Path(lm_eval.__file__).parent / "tasks"
+    for name in tasks:
+        generated = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        assert Path(generated["include"]).is_relative_to(stock)  # the stock task YAML
+        config = result.lm_eval["configs"][name]
+        assert config["dataset_path"] == "json"
+        assert config["dataset_kwargs"]["data_files"] == files[name]
+        assert Path(config["metadata"]["config_source"]).parent == folder
+        assert config["task"] == name and config["metadata"]["version"] == 1.0
+
+    rows = {(m.metric, m.dataset): m for m in result.metrics}
+    assert set(rows) == {("acc", "arc_easy"), ("acc_norm", "arc_easy"), ("acc", "mmlu_anatomy")}
+    for (metric, task), m in rows.items():
+        assert m.variant["samples"] == 4
+        assert math.isfinite(m.variant["stderr"])
+        assert m.variant["stderr"] == result.lm_eval["results"][task][f"{metric}_stderr,none"]
+
+    path = save_lm_eval_json(result.lm_eval, tmp_path / "plans" / "abc.lm_eval.json")
+    saved = json.loads(path.read_text())
+    for key in ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better"):
+        assert set(tasks) <= set(saved[key]), key
+    assert saved["config"]["bootstrap_iters"] == DEFAULT_BOOTSTRAP_ITERS
+    assert saved["config"]["limit"] == 4
+    for task in tasks:
+        assert isinstance(saved["results"][task]["acc_stderr,none"], float)
+    assert saved["n-samples"]["mmlu_anatomy"]["effective"] == 4

@@ -6,36 +6,55 @@ PIQA, WinoGrande and MMLU accuracy through lm-evaluation-harness. We call
 never written to disk.
 
 Data source. By default the stock task YAMLs read their Hugging Face hub datasets. With
-``local_dir`` set, the *same* stock YAMLs (prompts, ``process_docs``, metrics, versions) read
-local files in the hub schema instead: only ``dataset_path`` (-> ``json``),
-``dataset_kwargs.data_files`` and ``dataset_name`` (dropped) change, plus any split the local
-folder does not hold is unset (so lm-eval does not look for it). The layout is one folder per
-task holding ``<split>.jsonl``; a group such as MMLU has one sub-folder per member
-(``mmlu/anatomy/test.jsonl`` feeds ``mmlu_anatomy``). The override hooks lm-eval 0.4.13's
-``TaskFactory._load_full_config``, a private method: :func:`evaluate_tasks` checks afterwards
-that every evaluated task really read local files and raises if not, so a drift in lm-eval
-fails loudly instead of silently reading the hub.
+``local_dir`` set, the *same* stock tasks read local files in the hub schema instead, through
+lm-eval's public ``TaskManager(include_path=...)``: for every leaf task we write, in a
+per-process temporary folder, a small YAML that ``include:``\\ s the stock YAML (prompts,
+``process_docs``, metrics, version) and overrides only ``dataset_path`` (-> ``json``),
+``dataset_kwargs.data_files``, ``dataset_name`` (-> null) and any split the local folder does
+not hold (-> null). Task names stay the stock names, so a group (MMLU) built from the stock
+group YAMLs picks up the overriding leaves. The layout is one folder per task holding
+``<split>.jsonl``; a group has one sub-folder per member (``mmlu/anatomy/test.jsonl`` feeds
+``mmlu_anatomy``). :func:`load_tasks` checks that every evaluated leaf really reads the local
+files through those YAMLs and raises otherwise, so a change in lm-eval fails loudly instead
+of silently reading the hub.
 
 Each result becomes ``Metric("acc" | "acc_norm", task, value, variant)`` with the task
-version, shots, limit, sample count and source in ``variant``; for a group (MMLU) the group's
-size-weighted ``acc``.
+version, shots, limit, sample count, source and standard error in ``variant``; for a group
+(MMLU) the group's size-weighted ``acc``. Standard errors are always computed when ``limit``
+subsamples the tasks (see :attr:`DownstreamSpec.stderr_iters`). :func:`run_tasks` also
+returns lm-eval's whole output, JSON-ready, for :func:`save_lm_eval_json`.
 """
 
 from __future__ import annotations
 
-import copy
+import atexit
+import contextlib
+import hashlib
+import json
 import logging
+import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from twossp.io import atomic_write_text
 from twossp.results import Metric
 
 log = logging.getLogger(__name__)
 
 PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
 METRICS = ("acc", "acc_norm")
+# Standard errors when `limit` subsamples and bootstrap_iters is 0. acc / acc_norm aggregate
+# by mean, whose stderr lm-eval computes in closed form (any positive count switches it on);
+# the count only matters for metrics lm-eval bootstraps (median, f1, bleu...), where its own
+# default of 100000 would cost far more than the tasks here.
+DEFAULT_BOOTSTRAP_ITERS = 1000
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
-_TASK_MANAGERS: dict = {}  # lm-eval's task index, built once per process (takes ~10 s)
+_MANAGERS: dict = {}  # lm-eval task managers, one per data mapping, built once per process
+_TASK_DIR: list[Path] = []  # this process's folder of generated task YAMLs
 
 
 @dataclass
@@ -50,7 +69,9 @@ class DownstreamSpec:
         batch_size: lm-eval batch size (an int or ``"auto"``).
         local_dir: folder of hub-schema jsonl files, one sub-folder per task; ``None`` reads
             the hub.
-        bootstrap_iters: bootstrap iterations for standard errors (0 skips them).
+        bootstrap_iters: bootstrap iterations for standard errors. 0 skips them on a full
+            evaluation; a subsampled one (``limit`` set) always reports them and uses
+            ``DEFAULT_BOOTSTRAP_ITERS`` for 0.
         seed: lm-eval's random / numpy / torch / few-shot seed.
     """
 
@@ -71,6 +92,13 @@ class DownstreamSpec:
     def source(self) -> str:
         return f"local:{self.local_dir}" if self.local_dir else "hub"
 
+    @property
+    def stderr_iters(self) -> int:
+        """The ``bootstrap_iters`` passed to lm-eval (positive whenever ``limit`` is set)."""
+        if self.bootstrap_iters > 0 or self.limit is None:
+            return self.bootstrap_iters
+        return DEFAULT_BOOTSTRAP_ITERS
+
     def check(self) -> None:
         """Raise on bad settings or missing local task folders (cheap; before any pruning)."""
         if not self.tasks:
@@ -82,8 +110,18 @@ class DownstreamSpec:
             raise ValueError(f"downstream.num_fewshot must be >= 0, got {self.num_fewshot}")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"downstream.limit must be positive or null, got {self.limit}")
+        if self.bootstrap_iters < 0:
+            raise ValueError(f"downstream.bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
         if self.local_dir is not None:
             local_data_files(self.local_dir, self.tasks)
+
+
+@dataclass
+class DownstreamResult:
+    """What one lm-eval run gives: result rows and lm-eval's whole output (JSON-ready)."""
+
+    metrics: list[Metric]
+    lm_eval: dict
 
 
 def _split_files(folder: Path) -> dict[str, str]:
@@ -94,13 +132,20 @@ def local_data_files(local_dir: str | Path, tasks: list[str]) -> dict[str, dict[
     """Map each leaf task name to its ``{split: file}`` under ``local_dir``.
 
     ``<local_dir>/<task>/<split>.jsonl`` serves task ``<task>``; for a group,
-    ``<local_dir>/<group>/<member>/<split>.jsonl`` serves ``<group>_<member>``.
+    ``<local_dir>/<group>/<member>/<split>.jsonl`` serves ``<group>_<member>``, whether the
+    group (``mmlu``) or one member (``mmlu_anatomy``) is asked for.
     """
     root = Path(local_dir).expanduser()
     out: dict[str, dict[str, str]] = {}
     for task in tasks:
         folder = root / task
         files = _split_files(folder) if folder.is_dir() else {}
+        if not files:  # one member of a group: <group>_<member> -> <group>/<member>
+            parts = task.split("_")
+            for i in range(1, len(parts)):
+                member = root / "_".join(parts[:i]) / "_".join(parts[i:])
+                if member.is_dir() and (files := _split_files(member)):
+                    break
         if files:
             out[task] = files
             continue
@@ -120,52 +165,97 @@ def local_data_files(local_dir: str | Path, tasks: list[str]) -> dict[str, dict[
 def task_manager(data_files: dict[str, dict[str, str]] | None = None):
     """An lm-eval ``TaskManager`` whose stock tasks read ``data_files`` where given.
 
-    The index of lm-eval's task YAMLs (slow to build) is built once per process and shared;
-    each data mapping gets its own light copy with a factory that rewrites the data source.
+    Without ``data_files``: the stock manager. With them: a manager built with
+    ``include_path`` at a folder of YAMLs written by :func:`write_local_tasks`. Each is built
+    once per process (indexing lm-eval's task YAMLs takes ~10 s).
     """
     from lm_eval.tasks import TaskManager
 
-    if None not in _TASK_MANAGERS:
-        _TASK_MANAGERS[None] = TaskManager()
-    base = _TASK_MANAGERS[None]
+    if None not in _MANAGERS:
+        _MANAGERS[None] = TaskManager()
     if not data_files:
-        return base
-    manager = copy.copy(base)
-    manager._factory = _local_factory(data_files, base._factory._meta)
-    return manager
+        return _MANAGERS[None]
+    key = hashlib.sha256(json.dumps(data_files, sort_keys=True).encode()).hexdigest()[:16]
+    if key not in _MANAGERS:
+        folder = write_local_tasks(_MANAGERS[None], data_files, _task_dir() / key)
+        with _quiet("lm_eval.tasks._index"):  # one "overrides existing task" line per leaf
+            _MANAGERS[key] = TaskManager(include_path=str(folder))
+        log.info(
+            "lm-eval: %d stock tasks read local files (task YAMLs in %s)", len(data_files), folder
+        )
+    return _MANAGERS[key]
 
 
-def _local_factory(data_files: dict[str, dict[str, str]], meta: dict | None):
-    from lm_eval.tasks._factory import TaskFactory
-
-    class LocalTaskFactory(TaskFactory):
-        """Stock task configs with their data source pointed at local files."""
-
-        def _load_full_config(self, entry, overrides=None):
-            cfg = super()._load_full_config(entry, overrides)
-            name = cfg.get("task")
-            if isinstance(name, str) and name in data_files:
-                point_at_local(cfg, data_files[name])
-            return cfg
-
-    return LocalTaskFactory(meta=meta)
+def _task_dir() -> Path:
+    if not _TASK_DIR:
+        path = Path(tempfile.mkdtemp(prefix="twossp-lm_eval-tasks-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _TASK_DIR.append(path)
+    return _TASK_DIR[0]
 
 
-def point_at_local(cfg: dict, files: dict[str, str]) -> dict:
-    """Rewrite one stock task config (in place) to read ``files`` (``{split: path}``)."""
-    cfg["dataset_path"] = "json"
-    cfg.pop("dataset_name", None)
-    cfg["dataset_kwargs"] = {**(cfg.get("dataset_kwargs") or {}), "data_files": dict(files)}
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def write_local_tasks(stock, data_files: dict[str, dict[str, str]], folder: Path) -> Path:
+    """Write one ``<task>.yaml`` per leaf task into ``folder``, for ``include_path``.
+
+    Args:
+        stock: the stock ``TaskManager``, to find each task's YAML and splits.
+        data_files: ``{task: {split: file}}`` as from :func:`local_data_files`.
+        folder: where to write (created).
+    """
+    index = stock.task_index
+    for name, files in data_files.items():
+        entry = index.get(name)
+        if entry is None or entry.yaml_path is None or "task" not in (entry.cfg or {}):
+            raise KeyError(
+                f"local data for {name!r}, but lm-eval has no YAML task of that name; "
+                "the local folder names must match lm-eval task (or group member) names"
+            )
+        cfg = local_task_config(name, entry.cfg, files, entry.yaml_path)
+        atomic_write_text(folder / f"{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return folder
+
+
+def local_task_config(name: str, stock: dict, files: dict[str, str], include: str | Path) -> dict:
+    """The YAML (as a dict) that reuses stock task ``name`` with local ``files``.
+
+    Args:
+        name: the stock task name (kept).
+        stock: the stock task config (includes resolved), for its splits and dataset kwargs.
+        files: ``{split: path}`` of the local data.
+        include: the stock task YAML to include.
+
+    ``tag`` is emptied so the override does not replace lm-eval's tag lists (MMLU's groups
+    are built from tags such as ``mmlu_stem_tasks``, whose members resolve to these tasks).
+    """
+    cfg = {
+        "include": str(include),
+        "task": name,
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {**(stock.get("dataset_kwargs") or {}), "data_files": dict(files)},
+    }
     for key in _SPLIT_KEYS:
-        split = cfg.get(key)
+        split = stock.get(key)
         if split is not None and split not in files:
-            log.debug("%s: no local %s split %r; unset", cfg.get("task"), key, split)
+            log.debug("%s: no local %s split %r; unset", name, key, split)
             cfg[key] = None
     return cfg
 
 
-def evaluate_tasks(model, tokenizer, spec: DownstreamSpec) -> list[Metric]:
-    """Run ``spec.tasks`` with lm-eval on ``model`` and return one row per (metric, task)."""
+def run_tasks(model, tokenizer, spec: DownstreamSpec) -> DownstreamResult:
+    """Run ``spec.tasks`` with lm-eval on ``model``: result rows and lm-eval's full output."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -182,7 +272,7 @@ def evaluate_tasks(model, tokenizer, spec: DownstreamSpec) -> list[Metric]:
             tasks=built,
             num_fewshot=spec.num_fewshot,
             limit=spec.limit,
-            bootstrap_iters=spec.bootstrap_iters,
+            bootstrap_iters=spec.stderr_iters,
             log_samples=False,
             task_manager=manager,  # passes the built tasks through
             random_seed=spec.seed,
@@ -192,7 +282,17 @@ def evaluate_tasks(model, tokenizer, spec: DownstreamSpec) -> list[Metric]:
         )
     finally:
         model.train(was_training)
-    return to_metrics(out, spec)
+    return DownstreamResult(to_metrics(out, spec), lm_eval_record(out))
+
+
+def evaluate_tasks(
+    model, tokenizer, spec: DownstreamSpec, lm_eval_json: str | Path | None = None
+) -> list[Metric]:
+    """:func:`run_tasks`'s rows; lm-eval's full output is saved to ``lm_eval_json`` if given."""
+    result = run_tasks(model, tokenizer, spec)
+    if lm_eval_json is not None:
+        save_lm_eval_json(result.lm_eval, lm_eval_json)
+    return result.metrics
 
 
 def load_tasks(
@@ -200,25 +300,38 @@ def load_tasks(
 ) -> list:
     """Build lm-eval Task / Group objects for ``tasks`` (reading ``data_files`` where given).
 
-    With ``data_files``, raises if any leaf task would read anything else (e.g. if lm-eval's
-    private task factory, which the local override hooks, has changed). ``manager``: a
-    :func:`task_manager` for the same ``data_files``, built here when not given.
+    With ``data_files``, raises if any leaf task would read anything but its local files
+    through the manager's generated YAMLs (e.g. an MMLU subject missing from the local folder,
+    or a change in how lm-eval resolves ``include_path``). ``manager``: a :func:`task_manager`
+    for the same ``data_files``, built here when not given.
     """
     manager = manager or task_manager(data_files)
     built = []
     for name in tasks:
         loaded = manager.load([name])
         built.append(loaded["groups"].get(name) or loaded["tasks"][name])
-        if data_files is None:
-            continue
-        for leaf, task in loaded["tasks"].items():
-            path = task.config.dataset_path
-            if path != "json" or leaf not in data_files:
-                raise RuntimeError(
-                    f"task {leaf!r} would read {path!r}, not the local files under the "
-                    "configured local_dir; lm-eval's task factory may have changed"
-                )
+        if data_files is not None:
+            for leaf, task in loaded["tasks"].items():
+                _check_local(leaf, task.config, data_files, manager.include_path)
     return built
+
+
+def _check_local(leaf: str, config, data_files: dict, include_path) -> None:
+    source = (config.metadata or {}).get("config_source", "")
+    wanted = data_files.get(leaf)
+    got = (config.dataset_kwargs or {}).get("data_files")
+    if (
+        config.dataset_path != "json"
+        or wanted is None
+        or got != wanted
+        or Path(source).parent != Path(include_path)
+    ):
+        raise RuntimeError(
+            f"task {leaf!r} would read {config.dataset_path!r} (files {got}, config "
+            f"{source!r}), not the local files under the configured local_dir "
+            f"({'no local folder for it' if wanted is None else wanted}); "
+            "a group member may be missing locally, or lm-eval's include_path handling changed"
+        )
 
 
 def _leaves(out: dict, name: str) -> list[str]:
@@ -228,8 +341,18 @@ def _leaves(out: dict, name: str) -> list[str]:
     return [leaf for child in subtasks[name] for leaf in _leaves(out, child)]
 
 
+def _finite(value) -> float | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
-    """Turn ``simple_evaluate``'s output into result rows (one per metric the task reports)."""
+    """Turn ``simple_evaluate``'s output into result rows (one per metric the task reports).
+
+    ``variant["stderr"]`` is lm-eval's standard error of the value, or ``None`` where it
+    reported none (stderr off, or a single document).
+    """
     rows = []
     for task in spec.tasks:
         res = out["results"].get(task)
@@ -248,9 +371,47 @@ def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
         for metric in METRICS:
             value = res.get(f"{metric},none")
             if isinstance(value, (int, float)):
-                rows.append(Metric(metric, task, float(value), dict(variant)))
-                log.info("%s %s = %.4f (%d samples)", metric, task, value, samples)
+                stderr = _finite(res.get(f"{metric}_stderr,none"))
+                rows.append(Metric(metric, task, float(value), {**variant, "stderr": stderr}))
+                log.info("%s %s = %.4f +- %s (%d samples)", metric, task, value, stderr, samples)
     return rows
+
+
+_DROP = object()
+
+
+def _jsonable(value):
+    """``value`` with only JSON types (non-finite floats -> None); ``_DROP`` for objects."""
+    if isinstance(value, dict):
+        items = ((str(k), _jsonable(v)) for k, v in value.items())
+        return {k: v for k, v in items if v is not _DROP}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seq = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [v for v in map(_jsonable, seq) if v is not _DROP]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return _jsonable(item())
+    return _DROP
+
+
+def lm_eval_record(out: dict) -> dict:
+    """``simple_evaluate``'s output with only JSON values: results, groups, configs, versions,
+    n-shot, n-samples, higher_is_better, standard errors (``<metric>_stderr,<filter>``) and run
+    info; per-document samples and non-JSON objects are dropped."""
+    return _jsonable({k: v for k, v in out.items() if k != "samples"})
+
+
+def save_lm_eval_json(out: dict, path: str | Path) -> Path:
+    """Write lm-eval's output (raw or from :func:`lm_eval_record`) to ``path``, atomically."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(lm_eval_record(out), indent=2, allow_nan=False) + "\n")
+    return path
 
 
 def spec_from_dict(fields_: dict | None) -> DownstreamSpec | None:
