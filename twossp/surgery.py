@@ -6,14 +6,15 @@ are fixed in one place. After surgery the model is smaller, runs, and ``generate
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
 from torch import nn
 
 from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP, get_adapter
-from twossp.adapters.rotation import rebuild_rotation, rotation_structure
 from twossp.plan import PrunePlan
+from twossp.remote.pruned_modules import STRUCTURE_FORMAT, apply_structure, record_structure
 
 log = logging.getLogger(__name__)
 
@@ -122,52 +123,101 @@ def _sync_config(adapter: ModelAdapter) -> None:
         adapter.config.intermediate_size = widths.pop()
 
 
-# --- structure manifest: lets a pruned checkpoint be rebuilt before its weights load ------
+# --- structure record: lets a pruned checkpoint be rebuilt before its weights load ---------
 
 
 def structure_of(model: nn.Module) -> dict:
-    """Describe what surgery did, enough to rebuild the skeleton of ``model``."""
-    adapter = get_adapter(model)
-    structure = {
-        "num_blocks": adapter.num_blocks,
-        "attention_removed": [i for i in range(adapter.num_blocks) if not adapter.has_attention(i)],
-        "mlp_removed": [i for i in range(adapter.num_blocks) if not adapter.has_mlp(i)],
-        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
-    }
-    rotation = rotation_structure(adapter)  # only rotated models (SliceGPT) have this key
-    if rotation is not None:
-        structure["rotation"] = rotation
+    """How ``model`` differs from the stock model its config builds (see
+    :mod:`twossp.remote.pruned_modules`); empty entries when it is a stock architecture.
+
+    The record is checked by replaying it on a fresh skeleton (``meta`` device, no memory).
+
+    Raises:
+        ValueError: the model holds modules a record cannot name, or the replay differs.
+    """
+    structure = record_structure(model, _skeleton(model))
+    rebuilt = apply_structure(_skeleton(model), structure)
+    problems = _differences(model, rebuilt)
+    if problems:
+        raise ValueError(
+            "the pruned model cannot be rebuilt from its config and structure record: "
+            + "; ".join(problems[:5])
+        )
     return structure
 
 
+def is_stock(structure: dict) -> bool:
+    """Whether a structure record is empty: the config alone builds the model."""
+    return not (structure["modules"] or structure["shapes"] or structure["cache_slots"])
+
+
 def rebuild_structure(model: nn.Module, structure: dict) -> nn.Module:
-    """Reshape a freshly built model so that a pruned state dict of ``structure`` loads."""
+    """Reshape a model freshly built from its config so that the pruned weights load.
+
+    ``structure`` is a record from :func:`structure_of`, or the manifest of a folder saved by
+    earlier versions (``twossp_structure.json``: removed submodules by block, rotation, all
+    shapes), which is converted first.
+    """
+    if "format" in structure:
+        return apply_structure(model, structure)
+    apply_structure(model, _from_legacy(model, structure))
     adapter = get_adapter(model)
-    if adapter.num_blocks != structure["num_blocks"]:
-        raise ValueError("config and structure disagree on the number of blocks")
-    for i in structure["attention_removed"]:
-        remove_attention(adapter, i)
-    for i in structure["mlp_removed"]:
-        remove_mlp(adapter, i)
-    if "rotation" in structure:
-        rebuild_rotation(adapter, structure["rotation"])
-    for name, shape in structure["shapes"].items():
-        _resize(model, name, tuple(shape))
     _sync_config(adapter)
     renumber_cache_layers(adapter)
     return model
 
 
-def _resize(model: nn.Module, name: str, shape: tuple[int, ...]) -> None:
-    module_name, _, leaf = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    current = getattr(module, leaf, None)
-    if current is None or tuple(current.shape) == shape:
-        return
-    fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
-    if isinstance(current, nn.Parameter):
-        setattr(module, leaf, nn.Parameter(fresh, requires_grad=False))
-    else:
-        module.register_buffer(leaf, fresh)
-    if isinstance(module, nn.Linear) and leaf == "weight":
-        module.out_features, module.in_features = shape
+def _skeleton(model: nn.Module) -> nn.Module:
+    """A fresh model of ``model``'s class and config, on the ``meta`` device."""
+    with torch.device("meta"):
+        return type(model)._from_config(copy.deepcopy(model.config))
+
+
+def _differences(model: nn.Module, other: nn.Module) -> list[str]:
+    def kinds(m):
+        return {name: type(sub).__name__ for name, sub in m.named_modules()}
+
+    def shapes(m):
+        return {name: tuple(t.shape) for name, t in m.state_dict().items()}
+
+    def slots(m):
+        return {n: s.layer_idx for n, s in m.named_modules() if hasattr(s, "layer_idx")}
+
+    problems = []
+    for what, get in (("module", kinds), ("tensor", shapes), ("cache slot", slots)):
+        a, b = get(model), get(other)
+        problems += [
+            f"{what} {k}: {a.get(k)} vs {b.get(k)}"
+            for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)
+        ]
+    return problems
+
+
+def _from_legacy(model: nn.Module, manifest: dict) -> dict:
+    """The structure record equivalent to an old ``twossp_structure.json`` manifest."""
+    adapter = get_adapter(model)
+    if adapter.num_blocks != manifest["num_blocks"]:
+        raise ValueError("config and structure disagree on the number of blocks")
+    prefix = next(name for name, m in model.named_modules() if m is adapter.blocks)
+    modules: dict[str, dict] = {}
+    rotation = manifest.get("rotation", {})
+    names = [adapter.attn_name, adapter.mlp_name, adapter.attn_norm_name, adapter.mlp_norm_name]
+    for i in rotation.get("shortcut_blocks", []):
+        modules[f"{prefix}.{i}"] = {"kind": "ShortcutBlock", "names": names}
+    for key, kind, name, norm in (
+        ("attention_removed", "ZeroAttention", adapter.attn_name, adapter.attn_norm_name),
+        ("mlp_removed", "ZeroMLP", adapter.mlp_name, adapter.mlp_norm_name),
+    ):
+        for i in manifest[key]:
+            modules[f"{prefix}.{i}.{name}"] = {"kind": kind}
+            if norm is not None:
+                modules[f"{prefix}.{i}.{norm}"] = {"kind": "Identity"}
+    for name, (mean_dim, eps) in rotation.get("scale_free_norms", {}).items():
+        modules[name] = {"kind": "ScaleFreeRMSNorm", "mean_dim": mean_dim, "eps": eps}
+    return {
+        "format": STRUCTURE_FORMAT,
+        "modules": modules,
+        "shapes": manifest["shapes"],
+        "cache_slots": {},
+    }

@@ -12,19 +12,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from twossp.remote.pruned_modules import ZeroAttention, ZeroMLP
 
-class ZeroAttention(nn.Module):
-    """Stands in for a removed attention submodule: it has no weights and adds nothing."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        return torch.zeros_like(hidden_states), None
-
-
-class ZeroMLP(nn.Module):
-    """Stands in for a removed MLP submodule: it has no weights and adds nothing."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        return torch.zeros_like(hidden_states)
+__all__ = ["ModelAdapter", "ZeroAttention", "ZeroMLP", "slice_linear"]
 
 
 def slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> None:
