@@ -1,32 +1,47 @@
 """Load causal LMs (hub id or local path, dense or pruned) and save pruned ones.
 
-A pruned checkpoint is a normal HF folder (config, tokenizer, ``model.safetensors``) plus
-``twossp_structure.json``, which says how to reshape the freshly built model before the
-weights load. :func:`load_model` handles both kinds.
+A pruned checkpoint is a ``save_pretrained`` folder (sharded safetensors, config, generation
+config, tokenizer) that stock transformers loads correctly or not at all:
+
+- a stock architecture (whole blocks removed, every block with attention and MLP, one FFN
+  width) has a plain config with the shrunk sizes and loads without custom code;
+- anything else gets ``model_type`` ``twossp_<family>`` with an ``auto_map`` to the files of
+  :mod:`twossp.remote` copied into the folder and a ``twossp_structure`` record in
+  ``config.json``: it loads with ``trust_remote_code=True`` and fails without it.
+
+:func:`load_model` reads both without running the folder's code (the package holds the same
+files), and also folders saved by earlier versions (``twossp_structure.json`` manifest).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model as load_safetensors
-from safetensors.torch import save_model as save_safetensors
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from twossp import remote
 from twossp.adapters import adapter_class
-from twossp.io import atomic_write_text
+from twossp.io import current_umask
 from twossp.model_source import Source, dequantized_copy, hub_offline, resolve
-from twossp.surgery import rebuild_structure, structure_of
+from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
+from twossp.remote.pruned_modules import STRUCTURE_KEY
+from twossp.surgery import is_stock, rebuild_structure, structure_of
 
 log = logging.getLogger(__name__)
 
-STRUCTURE_FILE = "twossp_structure.json"
+STRUCTURE_FILE = "twossp_structure.json"  # manifest of folders saved by earlier versions
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -90,6 +105,10 @@ class ModelNotFoundError(FileNotFoundError):
 def check_model(spec: ModelSpec):
     """Read only the config and fail early on a missing path or unsupported architecture."""
     source = spec.source()
+    pruned = _pruned_folder(source)
+    if pruned is not None:
+        adapter_class(pruned[0].model_type)
+        return pruned[0]
     try:
         config = AutoConfig.from_pretrained(
             source.path,
@@ -115,19 +134,22 @@ def load_model(spec: ModelSpec, with_tokenizer: bool = True) -> tuple[nn.Module,
     """
     check_model(spec)
     source = dequantized_copy(spec.source(), spec.cache_dir)
-    config = AutoConfig.from_pretrained(
-        source.path, revision=source.revision, trust_remote_code=spec.trust_remote_code
-    )
+    pruned = _pruned_folder(source)
+    if pruned is not None:
+        config = pruned[0]
+    else:
+        config = AutoConfig.from_pretrained(
+            source.path, revision=source.revision, trust_remote_code=spec.trust_remote_code
+        )
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     tokenizer = None
     if with_tokenizer:
         tokenizer = load_tokenizer(spec, source)
-    structure_file = Path(source.path) / STRUCTURE_FILE
-    if structure_file.exists():
+    if pruned is not None:
         # With a device_map the model is spread from the CPU, never gathered on one GPU first.
         home = device if spec.device_map is None else torch.device("cpu")
-        model = _load_pruned(Path(source.path), config, dtype, home)
+        model = _load_pruned(Path(source.path), *pruned, dtype, home)
         if spec.device_map is not None:
             model = _dispatch(model, spec)
     else:
@@ -212,30 +234,138 @@ def input_device(model: nn.Module) -> torch.device:
     return device
 
 
-def _load_pruned(path: Path, config, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    structure = json.loads((path / STRUCTURE_FILE).read_text())
+def _pruned_folder(source: Source) -> tuple[object, dict] | None:
+    """``(stock config, structure)`` of a pruned twossp folder; None for anything else.
+
+    Custom-code folders (``model_type`` ``twossp_<family>``) give their family's stock
+    config without the custom keys; folders of earlier versions give their config and the
+    ``twossp_structure.json`` manifest. No code from the folder runs.
+    """
+    folder = Path(source.path)
+    if source.gguf_file is not None or not (folder / "config.json").is_file():
+        return None
+    raw = json.loads((folder / "config.json").read_text())
+    model_type = str(raw.get("model_type", ""))
+    if model_type.startswith(PRUNED_PREFIX) and STRUCTURE_KEY in raw:
+        base = model_type.removeprefix(PRUNED_PREFIX)
+        if base not in PRUNED_CONFIGS:
+            raise ValueError(f"{folder}: unknown pruned model_type {model_type!r}")
+        structure = raw.pop(STRUCTURE_KEY)
+        for key in ("auto_map", "architectures", "model_type", "transformers_version"):
+            raw.pop(key, None)
+        return CONFIG_MAPPING[base].from_dict(raw), structure
+    if (folder / STRUCTURE_FILE).is_file():
+        config = AutoConfig.from_pretrained(folder)
+        return config, json.loads((folder / STRUCTURE_FILE).read_text())
+    return None
+
+
+def _load_pruned(
+    path: Path, config, structure: dict, dtype: torch.dtype, device: torch.device
+) -> nn.Module:
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     rebuild_structure(model, structure)
-    missing, unexpected = load_safetensors(model, path / "model.safetensors", strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    real_missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
-    if real_missing or unexpected:
-        raise ValueError(f"pruned checkpoint mismatch: missing {real_missing}, extra {unexpected}")
+    _load_weights(model, path)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     return model.to(device)
 
 
-def save_pruned(model: nn.Module, path: str | Path, tokenizer=None) -> Path:
-    """Save a (pruned) model so that :func:`load_model` restores it exactly."""
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load the (possibly sharded) safetensors of ``path`` into ``model``, strictly."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    expected, seen = set(model.state_dict()), set()
+    for name in files:
+        tensors = load_file(path / name)
+        unexpected = sorted(set(tensors) - expected)
+        if unexpected:
+            raise ValueError(f"pruned checkpoint {path}: unexpected tensors {unexpected[:5]}")
+        model.load_state_dict(tensors, strict=False)
+        seen.update(tensors)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or ())
+    missing = sorted(expected - seen - tied)
+    if missing:
+        raise ValueError(f"pruned checkpoint {path}: missing tensors {missing[:5]}")
+
+
+def save_pruned(
+    model: nn.Module,
+    path: str | Path,
+    tokenizer=None,
+    max_shard_size: int | str = "5GB",
+) -> Path:
+    """Save a (pruned) model so that stock transformers and :func:`load_model` restore it.
+
+    Writes through ``save_pretrained`` (sharded safetensors, config, generation config) and
+    ``tokenizer.save_pretrained``; works for device_map-spread and offloaded models. A
+    stock architecture gets a plain config; anything else a ``twossp_<family>`` config and
+    the :mod:`twossp.remote` files (see the module docstring). The folder appears whole or
+    not at all; an existing model folder at ``path`` is replaced.
+
+    Raises:
+        ValueError: the model cannot be described (checked before anything is written).
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(path)
-    save_safetensors(model, str(path / "model.safetensors"))
-    atomic_write_text(path / STRUCTURE_FILE, json.dumps(structure_of(model)))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+    structure = structure_of(model)
+    custom = not is_stock(structure)
+    model_type = model.config.model_type
+    if custom and model_type not in PRUNED_CONFIGS:
+        raise ValueError(
+            f"cannot save a pruned {model_type!r} model with custom code; supported: "
+            f"{', '.join(PRUNED_CONFIGS)}"
+        )
+    with _staged_folder(path) as folder:
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        if custom:
+            _write_custom_config(folder, model_type, structure)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+    log.info("saved %s model to %s", "custom-code" if custom else "stock", path)
     return path
+
+
+def _write_custom_config(folder: Path, model_type: str, structure: dict) -> None:
+    """Point ``config.json`` at the pruned classes and copy their files into ``folder``."""
+    config_class = PRUNED_CONFIGS[model_type]
+    model_class = config_class.__name__.replace("Config", "ForCausalLM")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type=config_class.model_type,
+        architectures=[model_class],
+        auto_map={
+            "AutoConfig": f"configuration_twossp.{config_class.__name__}",
+            "AutoModelForCausalLM": f"modeling_twossp.{model_class}",
+        },
+    )
+    config[STRUCTURE_KEY] = structure
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for source in remote.source_files():
+        shutil.copyfile(source, folder / source.name)
+
+
+@contextlib.contextmanager
+def _staged_folder(path: Path):
+    """Yield a temporary folder beside ``path`` that replaces ``path`` on success."""
+    if path.exists() and any(path.iterdir()) and not (path / "config.json").exists():
+        raise FileExistsError(f"{path} exists and is not a model folder; not replacing it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staged, 0o777 & ~current_umask())
+        yield staged
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            path.rename(old)
+        staged.rename(path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def count_params(model: nn.Module) -> int:
