@@ -5,11 +5,17 @@ As in the 2SSP paper's comparison (and ``evo_drop_search.py`` of IST-DASLab/EvoP
 units are the attention and the MLP submodule of every block, dropped independently:
 
 - **Budget.** For a target sparsity ``s`` on ``N`` blocks, ``k`` attention *and* ``k`` MLP
-  submodules are removed, with ``k = ceil(s * N)`` (the 2SSP authors' code rounds a target
-  that is not a multiple of ``1/N`` up to the next one; see
-  :func:`twossp.sparsity.blocks_for_sparsity`). Removing ``k`` of each costs about ``k``
-  blocks' worth of parameters, so the achieved sparsity is ``~k/N``: at or above the target
-  by less than one block.
+  submodules are removed, with ``k = ceil(s * N)`` (``rounding="up"``: the 2SSP authors' code
+  rounds a target that is not a multiple of ``1/N`` up to the next one) or the nearest whole
+  number (``rounding="nearest"``, ``protocol=matched``); see
+  :func:`twossp.sparsity.blocks_for_sparsity`. Removing ``k`` of each costs about ``k``
+  blocks' worth of parameters, so the achieved sparsity is ``~k/N``.
+- **Calibration pool** (``pool="evopress"``, the 2SSP authors' setup): ``pool_tokens``
+  (131072) tokens of C4 train in windows of ``pool_seqlen`` tokens (their code: 4096 for
+  Llama and Phi-3, 2048 for Qwen2, 8192 otherwise; set per model in ``conf/model``, capped at
+  the model's context), the documents in file order, packed one by one with "\\n\\n" between
+  them and each window's overflow dropped (:class:`twossp.data.CalibrationSpec`,
+  ``packing="documents"``). ``pool="run"`` uses the run's calibration windows instead.
 - **Initialisation.** ``initially_generated`` (64) distinct random configurations, each
   dropping ``k`` attention and ``k`` MLP submodules uniformly at random; the best
   ``survivors[-1]`` (1) on ``initial_tokens`` (2048) calibration tokens form the population.
@@ -29,11 +35,10 @@ units are the attention and the MLP submodule of every block, dropped independen
   in the EvoPress depth-pruning scripts and the 2SSP authors' code.
 
 Deviations:
-(1) The calibration pool is the run's calibration set (``ctx.calibration``: in this harness
-    the 2SSP C4 windows), not EvoPress's separate 131072-token pool (FineWeb-Edu in the
-    paper, C4 windows of 4096 / 2048 tokens in the 2SSP authors' code). Token budgets larger
-    than the pool are capped at the pool with a logged warning; a step whose budget covers the
-    pool then scores every candidate on the same tokens.
+(1) The calibration pool is C4 train as in the 2SSP authors' code (the EvoPress paper uses
+    FineWeb-Edu). Token budgets larger than the pool (a reduced ``pool_tokens``) are capped at
+    the pool with a logged warning; a step whose budget covers the pool then scores every
+    candidate on the same tokens.
 (2) ``max_generations`` optionally caps the number of generations (default: no cap), so that
     a CPU run stays short; the default formula gives 4 generations on stories260K.
 (3) A candidate is scored by swapping its dropped submodules for ``ZeroAttention`` /
@@ -61,7 +66,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -69,14 +74,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
+from twossp.data import CalibrationSpec
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod
 from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.scoring import zeroed
-from twossp.sparsity import blocks_for_sparsity, validate_sparsity
+from twossp.sparsity import blocks_for_sparsity, check_rounding, validate_sparsity
 
 log = logging.getLogger(__name__)
+
+POOLS = ("evopress", "run")
 
 # A configuration: (sorted blocks whose attention is dropped, sorted blocks whose MLP is dropped).
 Genome = tuple[tuple[int, ...], tuple[int, ...]]
@@ -207,9 +215,16 @@ class EvoPress(PruningMethod):
             swaps in a mutation (3).
         generations: None uses ``int(k * (N - k) / 1.5)``.
         max_generations: cap on the generations (None: no cap).
+        rounding: ``up`` (``k = ceil(s * N)``) or ``nearest``.
+        pool: ``evopress`` (its own calibration pool, below) or ``run`` (the run's windows).
+        pool_tokens / pool_seqlen: size of the ``evopress`` pool and of its windows.
     """
 
     name = "evopress"
+    rounding: str = "up"
+    pool: str = "evopress"
+    pool_tokens: int = 131072
+    pool_seqlen: int = 8192
     offspring: int = 32
     survivors: Sequence[int] = (2, 1)
     tokens: Sequence[int] = (2048, 32768)
@@ -240,14 +255,32 @@ class EvoPress(PruningMethod):
         for key in ("offspring", "initially_generated", "max_mutations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_rounding(self.rounding)
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.pool_seqlen < 2 or self.pool_tokens < self.pool_seqlen:
+            raise ValueError(
+                f"need pool_seqlen >= 2 and pool_tokens >= pool_seqlen, got "
+                f"pool_seqlen={self.pool_seqlen}, pool_tokens={self.pool_tokens}"
+            )
         for key in ("generations", "max_generations"):
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ValueError(f"{key} must be >= 0 or null, got {value}")
 
     def units_to_remove(self, model: nn.Module, sparsity: float) -> int:
-        """How many attention (and as many MLP) submodules to drop: ``ceil(s * N)``."""
-        return blocks_for_sparsity(validate_sparsity(sparsity), get_adapter(model).num_blocks)
+        """How many attention (and as many MLP) submodules to drop (``k``)."""
+        n = get_adapter(model).num_blocks
+        return blocks_for_sparsity(validate_sparsity(sparsity), n, self.rounding)
+
+    def calibration_spec(self, base: CalibrationSpec, context: int | None = None):
+        """The ``evopress`` pool: ``pool_tokens`` tokens in document-packed windows of
+        ``pool_seqlen`` (capped at the model's ``context``), documents in file order."""
+        if self.pool == "run":
+            return base
+        seqlen = min(self.pool_seqlen, context) if context else self.pool_seqlen
+        n = self.pool_tokens // seqlen
+        return replace(base, n_samples=n, seqlen=seqlen, seed=0, packing="documents")
 
     def n_generations(self, n_blocks: int, k: int) -> int:
         n = default_generations(n_blocks, k) if self.generations is None else self.generations

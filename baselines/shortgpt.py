@@ -1,27 +1,28 @@
 """ShortGPT (Men et al., 2024; arXiv 2403.03853): drop the blocks with the lowest Block Influence.
 
 Block Influence of block ``i`` is one minus the cosine similarity between its input and its
-output, averaged over every token of every calibration sample::
+output, averaged over calibration tokens::
 
     BI_i = 1 - mean_{samples, tokens} cos(x_i, x_{i+1})
 
 where ``x_i`` is the input of block ``i`` and ``x_{i+1}`` its output. The ``k`` blocks with the
 lowest BI are removed whole, with no healing.
 
-Deviations:
-(1) ``k`` follows the harness's block rounding policy, ``k = ceil(s * N)``
-    (:func:`twossp.sparsity.blocks_for_sparsity`, as in the 2SSP authors' code); the paper
-    states a number of layers to remove.
-(2) Calibration text is the run's calibration set (C4 windows, as in the 2SSP comparison), not
-    the paper's PG19 sample. ``n_calib`` takes the first samples of it; ``None`` (default)
-    takes all. The 2SSP authors' comparison uses 256 windows of 2048 tokens, so a faithful
-    rerun sets ``calib.n_samples=256``.
-(3) ``last_token=True`` scores only the last token of each sample, as the 2SSP authors' code
-    does; the default follows the paper (every token). Their code also never scores block 0
-    (it compares block outputs only, leaving block 0 at BI = 1); here block 0 is scored like
-    the others.
-(4) Cosines are computed in float32 and clamped to [-1, 1]; BI ties go to the lower block
-    index (a stable sort).
+Defaults follow the 2SSP authors' comparison (``protocol=paper``): 256 C4 windows of 2048
+tokens, the last token of each window only (``last_token=True``), and block 0 never scored
+(their code compares block *outputs*, so block 0 keeps BI = 1 and is removed only when ``k``
+exceeds the blocks scoring below 1; ``score_first_block=False``).
+
+Deviations from the paper:
+(1) ``k = ceil(s * N)`` (``rounding="up"``, the authors' policy) or the nearest whole number
+    of blocks (``rounding="nearest"``, ``protocol=matched``); the paper states a number of
+    layers to remove.
+(2) Calibration text is the run's calibration set (C4 train windows, as in the 2SSP
+    comparison), not the paper's PG19 sample; ``n_calib`` takes its first samples (``None``:
+    all). The paper averages over every token (``last_token=False``) and scores every block
+    (``score_first_block=True``).
+(3) Cosines are computed in float32 and clamped to [-1, 1]; BI ties go to the lower block
+    index (a stable sort, as the authors' ``sorted``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def block_influence(
-    adapter: ModelAdapter, samples: torch.Tensor, last_token: bool = False, progress: bool = True
+    adapter: ModelAdapter,
+    samples: torch.Tensor,
+    last_token: bool = True,
+    progress: bool = True,
+    score_first_block: bool = False,
 ) -> list[float]:
     """BI of every block: 1 - mean cosine between its input and output over calibration tokens.
 
@@ -52,6 +57,7 @@ def block_influence(
         samples: ``[n, seqlen]`` token ids, run one at a time.
         last_token: average over the last token of each sample only.
         progress: show a progress bar over samples.
+        score_first_block: score block 0 too; otherwise its BI is 1 (the authors' code).
     """
     n = adapter.num_blocks
     sums = torch.zeros(n, dtype=torch.float64)
@@ -64,7 +70,10 @@ def block_influence(
             sums[i] += token_cosine(a, b).double().sum().cpu()
             prev = state
         count += 1 if last_token else sample.numel()
-    return (1.0 - sums / count).tolist()
+    bi = (1.0 - sums / count).tolist()
+    if not score_first_block:
+        bi[0] = 1.0
+    return bi
 
 
 def lowest(scores: list[float], k: int) -> list[int]:
@@ -78,15 +87,22 @@ class ShortGPT(BlockSimilarityMethod):
 
     Attributes:
         n_calib: calibration samples used (the first ones); None uses all that are given.
-        last_token: score only the last token of each sample (2SSP authors' variant).
+        rounding: ``up`` (``ceil(s * N)`` blocks) or ``nearest``.
+        last_token: score only the last token of each sample (2SSP authors' code; the paper
+            uses every token).
+        score_first_block: score block 0 like the others (paper); the authors' code leaves it
+            at BI = 1.
     """
 
     name = "shortgpt"
-    last_token: bool = False
+    last_token: bool = True
+    score_first_block: bool = False
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         adapter, k, samples = self.setup(model, ctx)
-        bi = block_influence(adapter, samples, self.last_token, ctx.progress)
+        bi = block_influence(
+            adapter, samples, self.last_token, ctx.progress, self.score_first_block
+        )
         drop = lowest(bi, k)
         log.info(
             "ShortGPT: removing blocks %s of %d (BI %s)",
@@ -99,5 +115,6 @@ class ShortGPT(BlockSimilarityMethod):
             "block_influence": bi,
             "n_calib": len(samples),
             "last_token": self.last_token,
+            "score_first_block": self.score_first_block,
         }
         return PrunePlan(blocks=drop, info=info)

@@ -1,5 +1,5 @@
 """Hidden states at block boundaries and their similarity, for ShortGPT and the window method,
-and the base class of both (whole blocks, ``ceil(s * N)`` of them, chosen from those states).
+and the base class of both (whole blocks, ``k`` of them, chosen from those states).
 
 State ``j`` of a sample is the input of block ``j``; state ``N`` is the output of the last
 block (before the final norm). States are produced one sample and one block at a time, so
@@ -48,19 +48,31 @@ def angular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class BlockSimilarityMethod(PruningMethod):
-    """Drops ``ceil(s * N)`` whole blocks chosen from the first ``n_calib`` calibration samples
-    (all of them when ``None``); subclasses say which blocks."""
+    """Drops ``k`` whole blocks chosen from the first ``n_calib`` calibration samples (all of
+    them when ``None``); subclasses say which blocks.
+
+    ``k = ceil(s * N)`` with ``rounding="up"`` (the 2SSP authors' policy, ``protocol=paper``)
+    or the nearest whole number of blocks with ``rounding="nearest"`` (``protocol=matched``).
+    """
 
     n_calib: int | None = None
+    rounding: str = "up"
 
     def check(self, model: nn.Module, sparsity: float) -> None:
         if self.n_calib is not None and self.n_calib < 1:
             raise ValueError(f"n_calib must be >= 1 or None, got {self.n_calib}")
-        blocks_for_sparsity(validate_sparsity(sparsity), get_adapter(model).num_blocks)
+        self.n_blocks(model, sparsity)
+
+    def n_blocks(self, model: nn.Module, sparsity: float) -> int:
+        """How many blocks this method removes from ``model`` at ``sparsity``."""
+        n = get_adapter(model).num_blocks
+        return blocks_for_sparsity(validate_sparsity(sparsity), n, self.rounding)
+
+    def calibration_windows(self) -> int | None:
+        return self.n_calib
 
     def setup(self, model: nn.Module, ctx: PruneContext) -> tuple[ModelAdapter, int, torch.Tensor]:
         """The adapter, the number of blocks to drop and the calibration samples to use."""
         self.check(model, ctx.sparsity)
-        adapter = get_adapter(model)
-        n = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks)
-        return adapter, n, select_samples(ctx.calibration, self.n_calib, self.name)
+        samples = select_samples(ctx.calibration, self.n_calib, self.name)
+        return get_adapter(model), self.n_blocks(model, ctx.sparsity), samples

@@ -2,12 +2,16 @@
 
     python experiments/run.py model=stories260k method=twossp sparsity=0.375
     python experiments/run.py -m method=twossp,dense sparsity=0.25,0.375,0.5
+    python experiments/run.py experiment=cpu_demo        # an experiment overlay is a sweep
 
-Library code never sees the Hydra config; everything it needs is converted here.
+Library code never sees the Hydra config; everything it needs is converted here. A user error
+(bad setting, missing data, unreachable sparsity, ...) prints one line naming the cause and
+exits with status 2; ``TWOSSP_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("twossp")
 
+# Model config keys that are not ModelSpec fields (read by other config groups).
+_MODEL_EXTRAS = ("key", "evopress_pool_seqlen")
+
 
 def _local_or_null(path: str):
     return path if Path(path).expanduser().exists() else None
@@ -58,43 +65,6 @@ def _dataset(name: str, node) -> TextDataset:
     return TextDataset(name=fields.pop("name", name), **fields)
 
 
-def _hash_view(cfg: DictConfig) -> dict:
-    """The parts of the config that change a result (not paths, loggers or flags)."""
-
-    def data(node):
-        d = OmegaConf.to_container(node, resolve=True)
-        if d.get("local_path"):
-            d["local_path"] = Path(d["local_path"]).name
-        return d
-
-    return {
-        "model": {k: cfg.model[k] for k in ("key", "dtype", "revision")},
-        "method": OmegaConf.to_container(cfg.method, resolve=True),
-        "sparsity": float(cfg.sparsity),
-        "seed": int(cfg.seed),
-        "calib": {
-            **{k: cfg.calib[k] for k in ("n_samples", "seqlen", "seed")},
-            "dataset": data(cfg.calib.dataset),
-        },
-        "eval": {
-            **{k: cfg.eval[k] for k in ("seqlen", "max_windows")},
-            "datasets": {n: data(cfg.eval.datasets[n]) for n in cfg.eval.use},
-            "downstream": _downstream_hash_view(cfg.eval.get("downstream")),
-        },
-    }
-
-
-def _downstream_hash_view(node) -> dict | None:
-    """The downstream settings that change a result; a local task folder counts by name only."""
-    if not node:
-        return None
-    d = OmegaConf.to_container(node, resolve=True)
-    d.pop("batch_size", None)
-    if d.get("local_dir"):
-        d["local_dir"] = Path(d["local_dir"]).name
-    return d
-
-
 def _downstream(node) -> DownstreamSpec | None:
     if not node:
         return None
@@ -103,12 +73,11 @@ def _downstream(node) -> DownstreamSpec | None:
     return spec_from_dict(OmegaConf.to_container(node, resolve=True))
 
 
-def to_run_spec(cfg: DictConfig) -> RunSpec:
+def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
     """Convert a composed config into the typed arguments of :func:`twossp.pipeline.run`."""
     from twossp.data import CalibrationSpec
     from twossp.modeling import ModelSpec
     from twossp.pipeline import EvalSpec, RunSpec
-    from twossp.results import config_hash
 
     unknown = [n for n in cfg.eval.use if n not in cfg.eval.datasets]
     if unknown:
@@ -116,7 +85,9 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
             f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}"
         )
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    key = model.pop("key")
+    key = model["key"]
+    for extra in _MODEL_EXTRAS:
+        model.pop(extra, None)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     name = method.pop("name")
     calib = CalibrationSpec(
@@ -124,49 +95,34 @@ def to_run_spec(cfg: DictConfig) -> RunSpec:
         n_samples=int(cfg.calib.n_samples),
         seqlen=int(cfg.calib.seqlen),
         seed=int(cfg.calib.seed),
+        packing=str(cfg.calib.packing),
     )
     evaluation = EvalSpec(
         datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
         seqlen=int(cfg.eval.seqlen),
-        batch_size=cfg.eval.batch_size,  # int or "auto": resolve_batch_size parses it
+        batch_size=cfg.eval.batch_size,  # int or "auto": checked in prepare
         max_windows=cfg.eval.max_windows,
         downstream=_downstream(cfg.eval.get("downstream")),
     )
-    view = _hash_view(cfg)
-    digest = config_hash(view)
-    return RunSpec(
+    spec = RunSpec(
         model_key=key,
         model=ModelSpec(**model),
         method=name,
         method_params=method,
         sparsity=float(cfg.sparsity),
+        protocol=str(cfg.protocol.name),
         calib=calib,
         eval=evaluation,
         results_dir=Path(cfg.paths.results_dir),
-        config_hash=digest,
         experiment=str(cfg.experiment_name),
         seed=int(cfg.seed),
         force=bool(cfg.force),
-        save_model_dir=Path(cfg.paths.models_dir) / digest if cfg.save_model else None,
         progress=bool(cfg.progress),
-        reuse_key=_reuse_key(name, view),
+        device_hint=device_hint,
     )
-
-
-def _reuse_key(method: str, view: dict) -> str | None:
-    """For a method whose result ignores the target sparsity (dense), the hash of the view
-    without it (and without calibration when the method reads none), shared by every point
-    of a sparsity sweep; None for the others or an unknown name (``prepare`` reports it)."""
-    from twossp.methods.registry import METHODS, method_class
-    from twossp.results import config_hash
-
-    if method not in METHODS:
-        return None
-    cls = method_class(method)
-    if cls.uses_sparsity:
-        return None
-    drop = {"sparsity"} | (set() if cls.needs_calibration else {"calib"})
-    return "reuse-" + config_hash({k: v for k, v in view.items() if k not in drop})
+    if cfg.save_model:
+        spec.save_model_dir = Path(cfg.paths.models_dir) / spec.config_hash
+    return spec
 
 
 def make_tracker(cfg: DictConfig, spec: RunSpec):
@@ -181,28 +137,91 @@ def make_tracker(cfg: DictConfig, spec: RunSpec):
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from twossp.pipeline import run
+def objective(frame, key: str) -> float | None:
+    """The value ``<metric>/<dataset>`` of a run's rows (what a Hydra sweeper minimises)."""
+    metric, _, dataset = key.partition("/")
+    hit = frame[(frame["metric"] == metric) & (frame["dataset"] == dataset)]
+    return float(hit["value"].iloc[0]) if len(hit) else None
 
-    spec = to_run_spec(cfg)
-    outcome = run(spec, tracker=make_tracker(cfg, spec))
+
+def report(outcome) -> None:
     if outcome.status == "skipped":
         print(f"[twossp] skipped (already done): {outcome.path}")
         return
     frame = outcome.frame
     row = frame.iloc[0]
-    if outcome.status == "reused":
-        print("[twossp] reused the rows of an equivalent finished run (independent of sparsity)")
     print(
-        f"[twossp] {row.model} {row.method} target={row.target_sparsity:.4f} "
-        f"achieved={row.achieved_sparsity:.4f} params {row.params_before} -> {row.params_after} "
-        f"prune {row.prune_seconds:.2f}s"
+        f"[twossp] {row.model} {row.method} ({row.protocol}) target={row.target_sparsity:.4f} "
+        f"achieved={row.achieved_sparsity:.4f} params {row.params_before} -> "
+        f"{row.params_after} prune {row.prune_seconds:.2f}s"
     )
     for r in frame.itertuples():
-        print(f"[twossp]   {r.metric}/{r.dataset} = {r.value:.4f}")
+        where = r.dataset if isinstance(r.dataset, str) else r.phase
+        print(f"[twossp]   {r.metric}/{where} = {r.value:.4f}")
     print(f"[twossp] results: {outcome.path}")
 
 
+def user_error(exc: BaseException) -> bool:
+    """Errors a user can fix from the command line (settings, data, models)."""
+    return isinstance(exc, (ValueError, OSError, KeyError)) and not isinstance(
+        exc, (NotImplementedError,)
+    )
+
+
+def fail(exc: BaseException) -> None:
+    """Print one line for a user error and exit 2 (the traceback with TWOSSP_DEBUG=1)."""
+    if os.environ.get("TWOSSP_DEBUG", "0") not in ("", "0") or not user_error(exc):
+        raise exc
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"[twossp] error: {message} (TWOSSP_DEBUG=1 shows the traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from twossp.logs import quiet_libraries
+    from twossp.pipeline import run
+    from twossp.results import read_run
+
+    quiet_libraries()
+    try:
+        spec = to_run_spec(cfg)
+        outcome = run(spec, tracker=make_tracker(cfg, spec))
+    except Exception as exc:  # one line for user errors; others re-raised as they are
+        fail(exc)
+    report(outcome)
+    frame = outcome.frame if outcome.frame is not None else read_run(outcome.path)
+    return objective(frame, str(cfg.get("objective", "ppl/wikitext2")))
+
+
+def check_method_overrides(argv: list[str]) -> None:
+    """``method.<key>=...`` for a key no chosen method has: one line with a suggestion
+    (Hydra would advise ``+method.<key>``, which only fails later)."""
+    overrides = [a for a in argv if a.startswith("method.") and "=" in a]
+    if not overrides:
+        return
+    import dataclasses
+
+    from twossp.methods.registry import METHODS, method_class
+
+    chosen = [a.split("=", 1)[1] for a in argv if a.startswith("method=")]
+    names = chosen[-1].split(",") if chosen else ["twossp"]
+    fields: set[str] = {"name"}
+    for name in names:
+        if name in METHODS:
+            fields |= {f.name for f in dataclasses.fields(method_class(name))}
+    for arg in overrides:
+        key = arg.split("=", 1)[0][len("method.") :].split(".")[0]
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known: {sorted(fields)}"
+            print(
+                f"[twossp] error: method {'/'.join(names)} has no setting {key!r}{hint}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_method_overrides(sys.argv[1:])
     main()

@@ -21,15 +21,17 @@ def _compose(*overrides):
 
 def test_default_composes_to_a_run_spec():
     spec = to_run_spec(_compose())
-    assert spec.method == "twossp" and spec.sparsity == 0.375
+    assert spec.method == "twossp" and spec.sparsity == 0.375 and spec.protocol == "paper"
     assert spec.method_params == {
         "alpha": 1.5,
+        "n_calib_stage1": 32,
         "n_calib_stage2": 1,
         "n_attn": None,
         "use_cache": True,
     }
     assert [d.name for d in spec.eval.datasets] == ["wikitext2", "c4", "ptb"]
-    assert spec.calib.n_samples == 32 and spec.calib.seqlen == 2048
+    assert spec.calib.n_samples == 256 and spec.calib.seqlen == 2048
+    assert spec.calib.packing == "stream" and spec.calib.seed == 0
 
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
@@ -51,6 +53,7 @@ def test_hash_changes_with_what_matters_only():
     base = to_run_spec(_compose()).config_hash
     assert to_run_spec(_compose("sparsity=0.5")).config_hash != base
     assert to_run_spec(_compose("method.alpha=2.0")).config_hash != base
+    assert to_run_spec(_compose("protocol=matched")).config_hash != base
     assert to_run_spec(_compose("progress=false", "force=true")).config_hash == base
     assert to_run_spec(_compose("paths.results_dir=/tmp/elsewhere")).config_hash == base
 
@@ -62,12 +65,37 @@ def test_unknown_method_suggests():
         build_method("twossp", alpah=1.0)
 
 
-def test_reuse_key_only_for_sparsity_free_methods():
-    def key(*o):
-        return to_run_spec(_compose(*o)).reuse_key
+def test_dense_hash_ignores_sparsity_and_calibration():
+    def digest(*o):
+        return to_run_spec(_compose("method=dense", *o)).config_hash
 
-    assert key("method=twossp") is None
-    dense = key("method=dense", "sparsity=0.25")
-    assert dense and dense == key("method=dense", "sparsity=0.5", "calib.n_samples=4")
-    assert dense != key("method=dense", "eval.seqlen=1024")
-    assert dense != key("method=dense", "model=llama2_7b")
+    assert digest("sparsity=0.25") == digest("sparsity=0.5", "calib.n_samples=4")
+    assert digest() != digest("eval.seqlen=1024")
+    assert to_run_spec(_compose("method=twossp", "sparsity=0.25")).config_hash != (
+        to_run_spec(_compose("method=twossp", "sparsity=0.5")).config_hash
+    )
+
+
+@pytest.mark.parametrize(
+    "method, settings",
+    [
+        ("shortgpt", {"rounding": "nearest"}),
+        ("window", {"rounding": "nearest"}),
+        ("evopress", {"rounding": "nearest"}),
+        ("blockpruner", {"schedule": "greedy", "rounding": "nearest"}),
+        ("slicegpt", {"width": "block_params", "center_embeddings": False}),
+        ("twossp", {}),
+    ],
+)
+def test_protocols_differ_only_in_budgets(method, settings):
+    paper = to_run_spec(_compose(f"method={method}"))
+    matched = to_run_spec(_compose(f"method={method}", "protocol=matched"))
+    assert (paper.protocol, matched.protocol) == ("paper", "matched")
+    changed = {k: v for k, v in matched.method_params.items() if paper.method_params[k] != v}
+    assert changed == settings
+    assert paper.calib == matched.calib and paper.eval == matched.eval
+
+
+def test_command_line_setting_beats_the_protocol():
+    spec = to_run_spec(_compose("method=shortgpt", "protocol=matched", "method.rounding=up"))
+    assert spec.method_params["rounding"] == "up"

@@ -129,7 +129,7 @@ def test_peak_tracking_is_cuda_only_off_gpu():
     assert peak_memory_metrics({"prune": peak}) == []
     measured = eff.PeakMemory({"cuda:0": 2**30, "cuda:1": 2**30})
     [row] = peak_memory_metrics({"eval": measured})
-    assert (row.metric, row.dataset, row.value) == ("peak_memory_gib", "eval", 2.0)
+    assert (row.metric, row.phase, row.dataset, row.value) == ("peak_memory_gib", "eval", None, 2.0)
 
 
 # --- blocks on different devices ---------------------------------------------------------------

@@ -209,6 +209,8 @@ def test_budgets_beyond_the_calibration_are_capped_with_a_warning(calib, caplog)
 def test_yaml_matches_the_dataclass_defaults():
     conf = yaml.safe_load((ROOT / "conf" / "method" / "evopress.yaml").read_text())
     assert conf.pop("name") == "evopress"
+    # the pool's window length comes from the model config (the authors' per-family value)
+    assert conf.pop("pool_seqlen") == "${oc.select:model.evopress_pool_seqlen,8192}"
     built = build_method("evopress", **conf)
     assert built == EvoPress()
 

@@ -26,8 +26,11 @@ IDS = torch.randint(3, 128, (2, 20), generator=torch.Generator().manual_seed(1))
 CALIB = torch.randint(3, 128, (4, 32), generator=torch.Generator().manual_seed(0))
 
 
+MATCHED = {"width": "block_params", "center_embeddings": False}  # protocol=matched
+
+
 def _prune(model, sparsity=0.375, calib=CALIB, **settings):
-    method = SliceGPT(**{"round_to": 1, **settings})
+    method = SliceGPT(**{"round_to": 1, **MATCHED, **settings})
     return method.prune(model, PruneContext(sparsity, calib, seed=0, progress=False))
 
 
@@ -127,14 +130,14 @@ def test_slice_head_slices_the_last_block_and_head():
 
 def test_round_to_is_respected_when_it_meets_the_tolerance():
     model = tiny_model("llama")
-    plan = SliceGPT(round_to=8, tolerance=0.2).prune(
+    plan = SliceGPT(round_to=8, tolerance=0.2, **MATCHED).prune(
         model, PruneContext(0.375, CALIB, progress=False)
     )
     assert plan.info["hidden_dim"] % 8 == 0
 
 
 def test_round_to_falls_back_to_the_closest_width(caplog):
-    method = SliceGPT(round_to=8)  # a step of 8 is ~15 % of a 64-wide model
+    method = SliceGPT(round_to=8, **MATCHED)  # a step of 8 is ~15 % of a 64-wide model
     slicing = method.slicing(tiny_model("llama"), 0.375)
     assert slicing.dim % 8 != 0 and abs(slicing.sparsity - 0.375) <= method.tolerance
     assert "round_to=8" in caplog.text
@@ -155,7 +158,7 @@ def test_unsupported_family_fails_in_check_naming_the_supported(family):
 def test_bad_targets_and_settings_fail_in_check():
     model = tiny_model("llama")
     with pytest.raises(UnreachableSparsityError):
-        SliceGPT(round_to=1).check(model, 0.99)
+        SliceGPT(round_to=1, **MATCHED).check(model, 0.99)
     with pytest.raises(ValueError, match="hidden_dim"):
         SliceGPT(hidden_dim=65).check(model, 0.25)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
@@ -169,7 +172,7 @@ def test_plan_leaves_the_model_bit_identical():
     model = tiny_model("llama")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     types = [type(m) for m in model.modules()]
-    plan = SliceGPT(round_to=1).plan(model, PruneContext(0.375, CALIB, progress=False))
+    plan = SliceGPT(round_to=1, **MATCHED).plan(model, PruneContext(0.375, CALIB, progress=False))
     assert plan.info["hidden_dim"] < 64
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
@@ -212,19 +215,47 @@ def test_registry_and_config_agree():
     assert isinstance(method, SliceGPT) and method.round_to == 8
 
 
-@pytest.mark.parametrize("target", [0.25, 0.375, 0.5])
-def test_stories260k(stories_path, target, tmp_path):
-    model, tok = load_model(ModelSpec(str(stories_path), device="cpu"))
+@pytest.mark.parametrize("target, dim", [(0.25, 48), (0.375, 40), (0.5, 32)])
+def test_paper_width_is_s_of_the_embedding_dimension(target, dim):
+    model = tiny_model("llama")
+    slicing = SliceGPT().slicing(model, target)  # int((1 - s) * 64), down to a multiple of 8
+    assert slicing.dim == dim and slicing.sparsity < target  # the shortcuts cost parameters
+
+
+def test_centering_embeddings_zeroes_row_means_and_changes_an_rmsnorm_model():
+    model = tiny_model("llama", dtype=torch.float64)
+    before = _logits(model)
+    adapter = get_adapter(model)
+    fuse_norms(adapter, center_embeddings=True)
+    means = adapter.embeddings.weight.mean(dim=-1)
+    assert means.abs().max() < 1e-12
+    assert not torch.allclose(_logits(model), before, atol=1e-3)  # the authors' fusion
+
+
+@pytest.fixture(scope="module")
+def stories_calib(stories_path):
+    _, tok = load_model(ModelSpec(str(stories_path), device="cpu"))
     c4 = TextDataset("c4", local_path=str(TEXT / "c4_train_1000.jsonl"), split="train")
-    calib = calibration_samples(tok, CalibrationSpec(c4, 8, 256, 0))
-    before = sp.count(model)
-    plan = SliceGPT().prune(model, PruneContext(target, calib, seed=0, progress=False))
-    assert plan.info["hidden_dim"] < 64
-    achieved = sp.measure(before, sp.count(model))
-    assert abs(achieved - target) <= 0.005  # width steps of 1 are ~0.4 % on stories260K
-    assert sp.count(model).total < before.total  # despite untying the 512 x 64 head
     text = TextDataset("tinystories", local_path=str(TEXT / "tinystories_sample.txt"), join="\n")
-    ids, _ = token_stream(tok, text, 256)
+    return calibration_samples(tok, CalibrationSpec(c4, 8, 256, 0)), token_stream(tok, text, 256)[0]
+
+
+@pytest.mark.parametrize("target", [0.25, 0.375, 0.5])
+@pytest.mark.parametrize("protocol", ["paper", "matched"])
+def test_stories260k(stories_path, stories_calib, target, protocol, tmp_path):
+    model, tok = load_model(ModelSpec(str(stories_path), device="cpu"))
+    calib, ids = stories_calib
+    before = sp.count(model)
+    method = SliceGPT() if protocol == "paper" else SliceGPT(**MATCHED)
+    plan = method.prune(model, PruneContext(target, calib, seed=0, progress=False))
+    achieved = sp.measure(before, sp.count(model))
+    if protocol == "paper":
+        assert plan.info["hidden_dim"] == int((1 - target) * 64) // 8 * 8
+        assert achieved < target
+    else:
+        assert plan.info["hidden_dim"] < 64
+        assert abs(achieved - target) <= 0.005  # width steps of 1 are ~0.4 % on stories260K
+    assert sp.count(model).total < before.total  # despite untying the 512 x 64 head
     ppl = perplexity(model, ids, 256, progress=False).ppl
     assert 1 < ppl < 512  # finite, and better than uniform over the 512-token vocabulary
     save_pruned(model, tmp_path, tok)  # a tied model: the head was untied before rotating

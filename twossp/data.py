@@ -2,8 +2,13 @@
 
 Each corpus is a :class:`TextDataset`: where it lives on the hub, optionally a local copy
 (a ``.txt`` file with one document per line, a ``.jsonl`` file, or a folder written by
-``datasets.save_to_disk``), and how its documents are joined into one token stream. With a
+``datasets.save_to_disk``), and how its documents become one token stream. With a
 ``local_path`` set the hub is never contacted.
+
+The streams follow the 2SSP authors' code (``main.py``, ``src/utilities.py``): documents in
+file order, joined with ``join`` ("\\n\\n"), tokenized once without special tokens; evaluation
+scores every non-overlapping window of the stream; calibration cuts the first ``n_samples``
+consecutive windows, after shuffling the documents only for a non-zero seed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ class MissingDatasetError(FileNotFoundError):
     """A configured local dataset path does not exist."""
 
 
+class DatasetFormatError(ValueError):
+    """A local dataset file that cannot be read as documents (names the file and line)."""
+
+
 @dataclass
 class TextDataset:
     """One text corpus.
@@ -34,8 +43,11 @@ class TextDataset:
         field: the text column.
         local_path: a local copy; when set it is used instead of the hub.
         join: string placed between documents.
+        special_tokens: let the tokenizer add its special tokens (BOS) to the stream; the
+            2SSP authors tokenize without them.
         max_docs: keep only the first ``max_docs`` documents (C4 validation: 1100).
-        max_windows: cap the token stream at this many evaluation windows (C4: 256).
+        stream_windows: keep only the first ``stream_windows`` windows of the token stream
+            (the SparseGPT convention for C4 is 256; the 2SSP authors keep them all).
         streaming: stream from the hub (large corpora such as FineWeb-Edu).
     """
 
@@ -48,12 +60,13 @@ class TextDataset:
     field: str = "text"
     local_path: str | None = None
     join: str = "\n\n"
+    special_tokens: bool = False
     max_docs: int | None = None
-    max_windows: int | None = None
+    stream_windows: int | None = None
     streaming: bool = False
 
     def check(self) -> None:
-        """Fail before any heavy work if the data cannot be found."""
+        """Fail before any heavy work if the data cannot be found or read."""
         if self.local_path is not None and not Path(self.local_path).expanduser().exists():
             raise MissingDatasetError(
                 f"dataset {self.name!r}: local path {self.local_path!r} does not exist "
@@ -61,16 +74,33 @@ class TextDataset:
             )
         if self.local_path is None and self.hub_path is None:
             raise ValueError(f"dataset {self.name!r} has neither local_path nor hub_path")
+        for key in ("max_docs", "stream_windows"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"dataset {self.name!r}: {key} must be >= 1 or null, got {value}")
 
     def source(self) -> str:
         return f"local:{self.local_path}" if self.local_path else f"hub:{self.hub_path}"
 
 
+_DOCS: dict[str, list[str]] = {}
+
+
 def load_documents(ds: TextDataset) -> list[str]:
-    """The corpus as a list of documents, in file order, truncated to ``max_docs``."""
+    """The corpus as a list of documents, in file order, truncated to ``max_docs``.
+
+    Read once per process and dataset. Raises :class:`DatasetFormatError` naming the file
+    (and line) of a local file that is empty, not UTF-8, not JSON or lacks the field.
+    """
     ds.check()
-    docs = _read_local(ds) if ds.local_path else _read_hub(ds)
-    return docs[: ds.max_docs] if ds.max_docs else docs
+    key = json.dumps(asdict(ds), sort_keys=True)
+    if key not in _DOCS:
+        docs = _read_local(ds) if ds.local_path else _read_hub(ds)
+        docs = docs[: ds.max_docs] if ds.max_docs else docs
+        if not docs:
+            raise DatasetFormatError(f"dataset {ds.name!r} ({ds.source()}) holds no documents")
+        _DOCS[key] = docs
+    return _DOCS[key]
 
 
 def _read_local(ds: TextDataset) -> list[str]:
@@ -81,17 +111,45 @@ def _read_local(ds: TextDataset) -> list[str]:
         data = datasets.load_from_disk(str(path))
         if isinstance(data, datasets.DatasetDict):
             data = data[ds.split]
+        if ds.field not in data.column_names:
+            raise DatasetFormatError(
+                f"{path}: no column {ds.field!r} (columns: {data.column_names}); set the "
+                "dataset's field"
+            )
         return list(data[ds.field])
     if path.suffix == ".jsonl":
-        docs = []
-        with path.open() as f:
-            for line in f:
-                if line.strip():
-                    docs.append(json.loads(line)[ds.field])
-                if ds.max_docs and len(docs) >= ds.max_docs:
-                    break
-        return docs
-    return [line for line in path.read_text().splitlines() if line.strip()]
+        return _read_jsonl(path, ds.field, ds.max_docs)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _read_jsonl(path: Path, field: str, max_docs: int | None) -> list[str]:
+    docs = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetFormatError(f"{where}: not UTF-8 ({exc.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or field not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise DatasetFormatError(f"{where}: no field {field!r} (has {keys})")
+            docs.append(str(row[field]))
+            if max_docs and len(docs) >= max_docs:
+                break
+    return docs
 
 
 def _read_hub(ds: TextDataset) -> list[str]:
@@ -114,6 +172,15 @@ def _read_hub(ds: TextDataset) -> list[str]:
     return list(data[ds.field])
 
 
+def tokenize(tokenizer, text: str, special_tokens: bool = False) -> torch.Tensor:
+    """1-D token ids of ``text`` (one call, as the authors' code makes it)."""
+    # verbose=False: a whole corpus is longer than the model's context on purpose.
+    ids = tokenizer(
+        text, return_tensors="pt", add_special_tokens=special_tokens, verbose=False
+    ).input_ids
+    return ids.reshape(-1)
+
+
 _STREAMS: dict[tuple, tuple[torch.Tensor, dict]] = {}
 
 
@@ -125,58 +192,105 @@ def token_stream(tokenizer, ds: TextDataset, seqlen: int) -> tuple[torch.Tensor,
     key = (getattr(tokenizer, "name_or_path", id(tokenizer)), json.dumps(asdict(ds)), seqlen)
     if key not in _STREAMS:
         docs = load_documents(ds)
-        text = ds.join.join(docs)
-        ids = tokenizer(text, return_tensors="pt").input_ids.reshape(-1)
-        if ds.max_windows:
-            ids = ids[: ds.max_windows * seqlen]
+        ids = tokenize(tokenizer, ds.join.join(docs), ds.special_tokens)
+        if ds.stream_windows:
+            ids = ids[: ds.stream_windows * seqlen]
         variant = {
             "dataset": ds.name,
             "source": ds.source(),
             "split": ds.split,
             "join": ds.join,
+            "special_tokens": ds.special_tokens,
             "docs": len(docs),
-            "max_windows": ds.max_windows,
+            "stream_windows": ds.stream_windows,
         }
         _STREAMS[key] = (ids, variant)
     return _STREAMS[key]
 
 
+PACKINGS = ("stream", "documents")
+
+
 @dataclass
 class CalibrationSpec:
-    """Calibration samples: ``n_samples`` windows of ``seqlen`` tokens from ``dataset``."""
+    """Calibration samples: ``n_samples`` windows of ``seqlen`` tokens from ``dataset``.
+
+    Attributes:
+        packing: ``stream`` joins every document with the dataset's join string, tokenizes
+            the whole text once and cuts consecutive windows (the 2SSP authors'
+            ``get_calibration``); ``documents`` tokenizes document by document, appends the
+            tokens of the join string after each, and closes a window once it holds
+            ``seqlen`` tokens, dropping the overflow (EvoPress's ``collect_samples_with_join``,
+            used by the authors for EvoPress's calibration pool).
+        seed: 0 keeps the documents in file order; any other value shuffles them first with
+            ``random.Random(seed)`` (the authors' rule: their seed 0 means no shuffle).
+    """
 
     dataset: TextDataset
-    n_samples: int = 32
+    n_samples: int = 256
     seqlen: int = 2048
     seed: int = 0
+    packing: str = "stream"
+
+    def check(self) -> None:
+        if self.n_samples < 1 or self.seqlen < 2:
+            raise ValueError(
+                f"calibration needs n_samples >= 1 and seqlen >= 2, got "
+                f"calib.n_samples={self.n_samples}, calib.seqlen={self.seqlen}"
+            )
+        if self.packing not in PACKINGS:
+            raise ValueError(f"calib.packing must be one of {PACKINGS}, got {self.packing!r}")
+        self.dataset.check()
+
+
+def document_order(n_docs: int, seed: int) -> list[int]:
+    """File order for seed 0, else a ``random.Random(seed)`` shuffle of it."""
+    order = list(range(n_docs))
+    if seed != 0:
+        random.Random(seed).shuffle(order)
+    return order
 
 
 def calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
-    """``[n_samples, seqlen]`` token ids.
+    """``[n_samples, seqlen]`` token ids (see :class:`CalibrationSpec` for the packing).
 
-    As in the 2SSP authors' code, documents are shuffled, joined with the dataset's join
-    string, tokenized without special tokens and cut into consecutive windows. (Their code
-    shuffles only when the seed is non-zero; here every seed, 0 included, shuffles.)
+    Raises:
+        ValueError: when the corpus holds fewer tokens than ``n_samples`` windows need.
     """
-    if spec.n_samples < 1 or spec.seqlen < 2:
-        raise ValueError(
-            f"need n_samples >= 1 and seqlen >= 2, got {spec.n_samples}, {spec.seqlen}"
-        )
+    spec.check()
     docs = load_documents(spec.dataset)
-    order = list(range(len(docs)))
-    random.Random(spec.seed).shuffle(order)
-    need = spec.n_samples * spec.seqlen
-    ids = torch.empty(0, dtype=torch.long)
-    take = 16
-    while True:
-        text = spec.dataset.join.join(docs[j] for j in order[:take])
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.reshape(-1)
-        if ids.numel() >= need or take >= len(order):
-            break
-        take *= 2
-    if ids.numel() < need:
+    docs = [docs[j] for j in document_order(len(docs), spec.seed)]
+    if spec.packing == "documents":
+        windows = _pack_documents(tokenizer, docs, spec)
+    else:
+        ids = tokenize(tokenizer, spec.dataset.join.join(docs))
+        n = min(spec.n_samples, ids.numel() // spec.seqlen)
+        windows = ids[: n * spec.seqlen].view(n, spec.seqlen)
+    if len(windows) < spec.n_samples:
         raise ValueError(
-            f"calibration needs {need} tokens ({spec.n_samples} x {spec.seqlen}); "
-            f"{spec.dataset.name} has only {ids.numel()}"
+            f"calibration needs {spec.n_samples} windows of {spec.seqlen} tokens; "
+            f"{spec.dataset.name} ({len(docs)} documents, {spec.packing} packing) gives only "
+            f"{len(windows)}: lower calib.n_samples or calib.seqlen"
         )
-    return ids[:need].view(spec.n_samples, spec.seqlen)
+    return windows
+
+
+def _pack_documents(tokenizer, docs: list[str], spec: CalibrationSpec) -> torch.Tensor:
+    separator = tokenize(tokenizer, spec.dataset.join)
+    windows, current = [], []
+    size = 0
+    for doc in docs:
+        ids = tokenize(tokenizer, doc)
+        current.append(ids)
+        size += ids.numel()
+        if size >= spec.seqlen:
+            windows.append(torch.cat(current)[: spec.seqlen])
+            current, size = [], 0
+            if len(windows) >= spec.n_samples:
+                break
+        else:
+            current.append(separator)
+            size += separator.numel()
+    if not windows:
+        return torch.empty(0, spec.seqlen, dtype=torch.long)
+    return torch.stack(windows)

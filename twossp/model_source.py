@@ -65,6 +65,16 @@ def file_fingerprint(path: Path) -> str:
     return _FINGERPRINTS[key]
 
 
+def path_fingerprint(path: Path) -> str:
+    """Fingerprint of a file, or of every file under a folder (data copies)."""
+    if path.is_file():
+        return file_fingerprint(path)
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        digest.update(f"{p.relative_to(path)}:{file_fingerprint(p)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def folder_fingerprint(folder: Path, gguf_file: str | None = None) -> str:
     """Fingerprint of a local checkpoint: its weight files (or the one GGUF file) and config."""
     if gguf_file is not None:

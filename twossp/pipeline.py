@@ -1,34 +1,57 @@
 """Load, prune, evaluate, record: one run, from typed arguments.
 
-Everything that can be checked cheaply (sparsity range, method name and settings, model
-architecture, dataset paths) is checked in :func:`prepare` before any weights load. A run
-whose result file already exists is skipped unless ``force`` is set, so an interrupted sweep
-resumes where it stopped.
+:func:`prepare` does everything that can fail before the weights load: settings, the model's
+config and architecture, the method's budget on a weightless (meta-device) copy of the model,
+the tokenizer, the calibration windows and every evaluation stream (local files parsed, hub
+data fetched), the downstream tasks' data. Only then does :func:`run` load the weights,
+prune, evaluate and write the run's file. A run whose result file exists (and reads back) is
+skipped unless ``force`` is set, so an interrupted sweep resumes where it stopped.
+
+A run's config hash covers everything that can change its numbers (:meth:`RunSpec.identity`):
+the model's identity (weight fingerprint or hub commit), the resolved dtype and device kind,
+the protocol, every method setting, the target sparsity, seed, calibration and evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from twossp import sparsity as sp
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
-from twossp.evaluation.efficiency import PeakMemory, resolve_batch_size, track_peak_memory
-from twossp.evaluation.perplexity import perplexity
-from twossp.io import atomic_write_text
+from twossp.evaluation.efficiency import (
+    PeakMemory,
+    parse_batch_size,
+    resolve_batch_size,
+    track_peak_memory,
+)
+from twossp.evaluation.perplexity import perplexity, windows
 from twossp.methods import PruneContext, PruningMethod, build_method
-from twossp.modeling import ModelSpec, check_model, load_model, save_pruned
+from twossp.model_source import path_fingerprint
+from twossp.modeling import (
+    ModelSpec,
+    check_model,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    save_pruned,
+)
 from twossp.results import (
+    CorruptRunError,
     Metric,
     RunRecord,
+    add_members,
+    config_hash,
     plan_path,
     read_run,
-    reuse_path,
     run_path,
     to_frame,
     write_run,
@@ -60,79 +83,220 @@ class RunSpec:
     calib: CalibrationSpec
     eval: EvalSpec
     results_dir: Path
-    config_hash: str
+    protocol: str = "paper"
     experiment: str = "default"
     seed: int = 0
     force: bool = False
     save_model_dir: Path | None = None
     progress: bool = True
-    # Runs sharing a reuse key give the same rows (dense at any sparsity); a finished one is
-    # copied under this run's hash instead of being recomputed. None: always compute.
-    reuse_key: str | None = None
+    # Where the run will execute when it differs from here (a sweep submitted to GPU nodes).
+    device_hint: str | None = None
+
+    @cached_property
+    def built_method(self) -> PruningMethod:
+        return build_method(self.method, **self.method_params)
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.device_hint or self.model.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return resolve_dtype(self.model.dtype, self.device)
+
+    def identity(self) -> dict:
+        """Everything that can change this run's numbers (and nothing else)."""
+        method = self.built_method
+        view = {
+            "model": {
+                **self.model.source().identity(),
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "device": self.device.type,
+            },
+            "protocol": self.protocol,
+            "method": {"name": method.name, **dataclasses.asdict(method)},
+            "seed": self.seed,
+            "eval": {
+                "seqlen": self.eval.seqlen,
+                "max_windows": self.eval.max_windows,
+                "datasets": [_data_identity(d) for d in self.eval.datasets],
+                "downstream": _downstream_identity(self.eval.downstream),
+            },
+        }
+        if method.uses_sparsity:
+            view["sparsity"] = float(self.sparsity)
+        if method.needs_calibration:
+            view["calib"] = {
+                **dataclasses.asdict(self.calib),
+                "dataset": _data_identity(self.calib.dataset),
+            }
+        return view
+
+    @cached_property
+    def config_hash(self) -> str:
+        return config_hash(self.identity())
+
+
+def _data_identity(ds: TextDataset) -> dict:
+    """A dataset's settings, a local copy named by the fingerprint of its contents."""
+    d = dataclasses.asdict(ds)
+    if ds.local_path and Path(ds.local_path).expanduser().exists():
+        d["local_path"] = path_fingerprint(Path(ds.local_path).expanduser())
+    return d
+
+
+def _downstream_identity(spec) -> dict | None:
+    if spec is None:
+        return None
+    d = dataclasses.asdict(spec)
+    d.pop("batch_size", None)
+    if d.get("local_dir"):
+        d["local_dir"] = Path(d["local_dir"]).name
+    return d
 
 
 @dataclass
 class RunOutcome:
-    status: str  # "done", "skipped" or "reused" (rows copied from an equivalent finished run)
+    status: str  # "done" or "skipped" (the result file existed)
     path: Path
     frame: object = None
     plan: object = None
 
 
-def cap_seqlen(requested: int, config, what: str) -> int:
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and requested > limit:
-        log.warning(
-            "%s seqlen %d exceeds the model's context %d; using %d", what, requested, limit, limit
-        )
-        return int(limit)
-    return requested
+@dataclass
+class Prepared:
+    """What :func:`prepare` checked and built, ready for the weights."""
+
+    method: PruningMethod
+    target: float
+    tokenizer: object
+    calib: CalibrationSpec | None
+    calibration: torch.Tensor
+    streams: dict[str, torch.Tensor]
+    eval_seqlen: int
 
 
-def prepare(spec: RunSpec) -> PruningMethod:
-    """All cheap checks, before any heavy work. Returns the built method."""
-    method = build_method(spec.method, **spec.method_params)
-    if method.uses_sparsity:
-        sp.validate_sparsity(spec.sparsity)
+def cap_seqlen(requested: int, context: int | None) -> int:
+    return min(requested, context) if context else requested
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """All checks and all data, before any weights load. Raises on the first problem."""
+    method = spec.built_method
+    target = sp.validate_sparsity(spec.sparsity) if method.uses_sparsity else 0.0
     if not spec.eval.datasets and spec.eval.downstream is None:
         raise ValueError(
             "nothing to evaluate: eval.use is empty and no downstream tasks are set, so the run "
             "would record no rows (keep at least one dataset, e.g. eval.max_windows=1)"
         )
-    check_model(spec.model)
+    _check_eval_settings(spec.eval)
+    config = check_model(spec.model)
+    method.check(skeleton(config), target)
+    context = getattr(config, "max_position_embeddings", None)
+    calib, needed = None, None
+    if method.needs_calibration:
+        base = dataclasses.replace(spec.calib, seqlen=cap_seqlen(spec.calib.seqlen, context))
+        calib = method.calibration_spec(base, context)
+        calib.check()
+        needed = method.calibration_windows()
+        if needed is not None and needed > calib.n_samples:
+            log.info(
+                "%s reads the first %d calibration windows (its setting asks for %d; "
+                "calib.n_samples is %d)",
+                method.name,
+                calib.n_samples,
+                needed,
+                calib.n_samples,
+            )
     for ds in spec.eval.datasets:
         ds.check()
     if spec.eval.downstream is not None:
         spec.eval.downstream.check()
-    if method.needs_calibration:
-        spec.calib.dataset.check()
-    return method
+    eval_seqlen = cap_seqlen(spec.eval.seqlen, context)
+    _note_caps(spec, calib, eval_seqlen, context)
+    tokenizer = load_tokenizer(spec.model)
+    calibration = torch.empty(0, 0, dtype=torch.long)
+    if calib is not None:
+        calibration = calibration_samples(tokenizer, calib)
+        if needed is not None:
+            calibration = calibration[:needed]
+    streams = {}
+    for ds in spec.eval.datasets:
+        ids, _ = token_stream(tokenizer, ds, eval_seqlen)
+        try:
+            windows(ids, eval_seqlen, spec.eval.max_windows)
+        except ValueError as exc:
+            raise ValueError(f"dataset {ds.name!r}: {exc}") from None
+        streams[ds.name] = ids
+    return Prepared(method, target, tokenizer, calib, calibration, streams, eval_seqlen)
+
+
+def _check_eval_settings(evaluation: EvalSpec) -> None:
+    if evaluation.seqlen < 2:
+        raise ValueError(f"eval.seqlen must be >= 2 (one prediction), got {evaluation.seqlen}")
+    if evaluation.max_windows is not None and evaluation.max_windows < 1:
+        raise ValueError(f"eval.max_windows must be >= 1 or null, got {evaluation.max_windows}")
+    parse_batch_size(evaluation.batch_size)
+
+
+def _note_caps(spec: RunSpec, calib, eval_seqlen: int, context: int | None) -> None:
+    capped = []
+    if eval_seqlen < spec.eval.seqlen:
+        capped.append(f"eval.seqlen {spec.eval.seqlen} -> {eval_seqlen}")
+    if calib is not None and calib.seqlen < spec.calib.seqlen and calib.packing == "stream":
+        capped.append(f"calib.seqlen {spec.calib.seqlen} -> {calib.seqlen}")
+    if capped:
+        log.info("the model's context is %s tokens: %s", context, ", ".join(capped))
+
+
+def skeleton(config) -> torch.nn.Module:
+    """The model of ``config`` with weights on the meta device: shapes, no memory."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def finished(path: Path) -> bool:
+    """Whether ``path`` holds a readable run file (a corrupt one is reported and redone)."""
+    if not path.exists():
+        return False
+    try:
+        read_run(path)
+    except CorruptRunError as exc:
+        log.warning("run file %s is unreadable (%s); computing it again", path, exc)
+        return False
+    return True
 
 
 def run(spec: RunSpec, tracker=None) -> RunOutcome:
     """Run one configuration end to end (or skip it if its result file exists)."""
     path = run_path(spec.results_dir, spec.config_hash)
-    if path.exists() and not spec.force:
+    add_members(spec.results_dir, spec.experiment, [spec.config_hash])
+    if tracker is not None:
+        tracker.check()
+    if not spec.force and finished(path):
         log.info("skipping finished run %s (%s)", spec.config_hash, path)
+        if tracker is not None and not mirrored(spec):
+            mirror(spec, tracker, read_run(path))  # a mirror that failed before gets a retry
+        if spec.save_model_dir is not None and not Path(spec.save_model_dir).exists():
+            log.warning(
+                "save_model=true but this configuration finished earlier without saving its "
+                "model; write it with `python -m twossp.export --plan %s --out %s` "
+                "(or rerun with force=true)",
+                plan_path(spec.results_dir, spec.config_hash),
+                spec.save_model_dir,
+            )
         return RunOutcome("skipped", path)
-    method = prepare(spec)
-    reused = None if spec.force or spec.save_model_dir else reuse_finished(spec)
-    if reused is not None:
-        return reused
+    ready = prepare(spec)
     torch.manual_seed(spec.seed)
-    model, tokenizer = load_model(spec.model)
-    target = spec.sparsity if method.uses_sparsity else 0.0
-    method.check(model, target)
+    model, _ = load_model(spec.model, with_tokenizer=False)
     before = sp.count(model)
-    if method.needs_calibration:
-        seqlen = cap_seqlen(spec.calib.seqlen, model.config, "calibration")
-        calibration = calibration_samples(tokenizer, replace(spec.calib, seqlen=seqlen))
-    else:
-        calibration = torch.empty(0, 0, dtype=torch.long)
-
+    method = ready.method
+    ctx = PruneContext(ready.target, ready.calibration, spec.seed, spec.progress)
     start = time.perf_counter()
     with track_peak_memory() as prune_peak:
-        plan = method.prune(model, PruneContext(target, calibration, spec.seed, spec.progress))
+        plan = method.prune(model, ctx)
     prune_seconds = time.perf_counter() - start
     after = sp.count(model)
     achieved = sp.measure(before, after)
@@ -140,25 +304,78 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     log.info(
         "%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
         method.name,
-        target,
+        ready.target,
         achieved,
         before.total,
         after.total,
         prune_seconds,
     )
-
     with track_peak_memory() as eval_peak:
-        metrics = evaluate(model, tokenizer, spec)
+        metrics = evaluate(model, ready, spec)
     metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
-    record = RunRecord(
+    frame = to_frame(_record(spec, method, ready, before, after, achieved, prune_seconds), metrics)
+    write_run(frame, path)
+    if spec.save_model_dir is not None:
+        save_pruned(model, spec.save_model_dir, ready.tokenizer)
+    if tracker is not None:
+        mirror(spec, tracker, frame)
+    return RunOutcome("done", path, frame, plan)
+
+
+def _mirror_marker(spec: RunSpec) -> Path:
+    return Path(spec.results_dir) / "mirrored" / spec.config_hash
+
+
+def mirrored(spec: RunSpec) -> bool:
+    return _mirror_marker(spec).exists()
+
+
+def mirror(spec: RunSpec, tracker, frame) -> None:
+    """Send the run's rows to the tracker; a failure is one warning (the parquet file is the
+    record) and the next run of the same configuration retries it."""
+    try:
+        tracker.log_run(frame)
+    except Exception as exc:  # any tracker failure: network, auth, quota
+        log.warning(
+            "mirroring run %s to the tracker failed (%s: %s); its result file is written, "
+            "and running the same command again retries the mirror",
+            spec.config_hash,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return
+    marker = _mirror_marker(spec)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _record(spec, method, ready, before, after, achieved, prune_seconds) -> RunRecord:
+    identity = spec.model.source().identity()
+    calib = None
+    if ready.calib is not None:
+        calib = {
+            "dataset": ready.calib.dataset.name,
+            "source": ready.calib.dataset.source(),
+            "n_samples": ready.calib.n_samples,
+            "seqlen": ready.calib.seqlen,
+            "seed": ready.calib.seed,
+            "packing": ready.calib.packing,
+            "windows": len(ready.calibration),
+        }
+    return RunRecord(
         run_id=uuid.uuid4().hex[:12],
         config_hash=spec.config_hash,
         experiment=spec.experiment,
+        protocol=spec.protocol,
         model=spec.model_key,
-        model_path=spec.model.name_or_path,
+        model_path=spec.model.source().path,
+        model_revision=identity.get("commit"),
+        model_fingerprint=identity.get("fingerprint"),
+        dtype=str(spec.dtype).removeprefix("torch."),
+        device=spec.device.type,
         method=method.name,
-        method_config=spec.method_params,
-        target_sparsity=target,
+        method_params=dataclasses.asdict(method),
+        target_sparsity=ready.target,
         achieved_sparsity=achieved,
         params_before=before.total,
         params_after=after.total,
@@ -166,56 +383,25 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         block_params_after=after.blocks,
         prune_seconds=prune_seconds,
         seed=spec.seed,
+        calib=calib,
     )
-    frame = to_frame(record, metrics)
-    write_run(frame, path)
-    if spec.reuse_key is not None:
-        atomic_write_text(reuse_path(spec.results_dir, spec.reuse_key), spec.config_hash)
-    if spec.save_model_dir is not None:
-        save_pruned(model, spec.save_model_dir, tokenizer)
-    if tracker is not None:
-        tracker.log_run(record, frame)
-    return RunOutcome("done", path, frame, plan)
-
-
-def reuse_finished(spec: RunSpec) -> RunOutcome | None:
-    """Copy the rows of a finished run with the same reuse key under ``spec``'s hash.
-
-    The copy keeps the source's run id (it is the same measurement) and takes this run's
-    experiment name; the plan is copied too. Returns None when there is nothing to reuse.
-    """
-    if spec.reuse_key is None:
-        return None
-    index = reuse_path(spec.results_dir, spec.reuse_key)
-    source = index.read_text().strip() if index.exists() else None
-    if not source or not run_path(spec.results_dir, source).exists():
-        return None
-    frame = read_run(run_path(spec.results_dir, source))
-    frame["config_hash"] = spec.config_hash
-    frame["experiment"] = spec.experiment
-    source_plan = plan_path(spec.results_dir, source)
-    if source_plan.exists():
-        atomic_write_text(plan_path(spec.results_dir, spec.config_hash), source_plan.read_text())
-    path = write_run(frame, run_path(spec.results_dir, spec.config_hash))
-    log.info("reused the rows of equivalent finished run %s (%s)", source, path)
-    return RunOutcome("reused", path, frame)
 
 
 def peak_memory_metrics(peaks: dict[str, PeakMemory]) -> list[Metric]:
-    """``peak_memory_gib`` rows (dataset = the phase) for phases measured on CUDA."""
+    """``peak_memory_gib`` rows (one per phase) for phases measured on CUDA."""
     return [
-        Metric("peak_memory_gib", phase, peak.peak_gib, {"per_device_bytes": peak.per_device})
-        for phase, peak in peaks.items()
-        if peak.peak_bytes is not None
+        Metric("peak_memory_gib", None, p.peak_gib, {"per_device_bytes": p.per_device}, phase)
+        for phase, p in peaks.items()
+        if p.peak_bytes is not None
     ]
 
 
-def evaluate(model, tokenizer, spec: RunSpec) -> list[Metric]:
+def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
     metrics = []
-    seqlen = cap_seqlen(spec.eval.seqlen, model.config, "evaluation")
+    seqlen = ready.eval_seqlen
     batch_size = resolve_batch_size(spec.eval.batch_size, model, seqlen)
     for ds in spec.eval.datasets:
-        ids, variant = token_stream(tokenizer, ds, seqlen)
+        ids, variant = token_stream(ready.tokenizer, ds, seqlen)
         res = perplexity(
             model,
             ids,
@@ -231,5 +417,5 @@ def evaluate(model, tokenizer, spec: RunSpec) -> list[Metric]:
     if spec.eval.downstream is not None:
         from twossp.evaluation.downstream import evaluate_tasks
 
-        metrics.extend(evaluate_tasks(model, tokenizer, spec.eval.downstream))
+        metrics.extend(evaluate_tasks(model, ready.tokenizer, spec.eval.downstream))
     return metrics

@@ -1,14 +1,22 @@
-"""Tidy result rows with a fixed parquet schema: one file per run, written atomically.
+"""Tidy result rows in parquet: one file per run, written atomically, typed columns.
 
-Each row is one (run, metric, dataset) value plus everything needed to place it: config
-hash, git sha, library versions, model, method, target and achieved sparsity, parameter
-counts and pruning time. Analysis merges the per-run files; W&B only mirrors them.
+Each row is one measured value (``metric`` on ``dataset``, or a peak-memory ``phase``) plus
+everything needed to place it: config hash, protocol, git sha, library versions, the model's
+resolved source, revision or fingerprint, dtype and device, the method and each of its
+settings as a typed ``method.<setting>`` column, the calibration actually read, target and
+achieved sparsity, parameter counts and pruning time. Analysis merges the per-run files; W&B
+only mirrors them.
+
+Files written before these columns existed (``method_config`` as a JSON string, a text
+``created_at``, memory phases in ``dataset``) are still read: :func:`read_run` upgrades them
+in memory and says so once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,39 +29,60 @@ import pyarrow.parquet as pq
 
 from twossp.io import atomic_write
 
-SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("config_hash", pa.string()),
-        ("experiment", pa.string()),
-        ("git_sha", pa.string()),
-        ("versions", pa.string()),
-        ("model", pa.string()),
-        ("model_path", pa.string()),
-        ("method", pa.string()),
-        ("method_config", pa.string()),
-        ("target_sparsity", pa.float64()),
-        ("achieved_sparsity", pa.float64()),
-        ("params_before", pa.int64()),
-        ("params_after", pa.int64()),
-        ("block_params_before", pa.int64()),
-        ("block_params_after", pa.int64()),
-        ("prune_seconds", pa.float64()),
-        ("seed", pa.int64()),
-        ("metric", pa.string()),
-        ("dataset", pa.string()),
-        ("value", pa.float64()),
-        ("variant", pa.string()),
-        ("created_at", pa.string()),
-    ]
-)
+log = logging.getLogger(__name__)
+
+METHOD_PREFIX = "method."
+RUN_FIELDS = [
+    ("run_id", pa.string()),
+    ("config_hash", pa.string()),
+    ("experiment", pa.string()),
+    ("protocol", pa.string()),
+    ("git_sha", pa.string()),
+    ("versions", pa.map_(pa.string(), pa.string())),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("model", pa.string()),
+    ("model_path", pa.string()),
+    ("model_revision", pa.string()),
+    ("model_fingerprint", pa.string()),
+    ("dtype", pa.string()),
+    ("device", pa.string()),
+    ("method", pa.string()),
+    ("target_sparsity", pa.float64()),
+    ("achieved_sparsity", pa.float64()),
+    ("params_before", pa.int64()),
+    ("params_after", pa.int64()),
+    ("block_params_before", pa.int64()),
+    ("block_params_after", pa.int64()),
+    ("prune_seconds", pa.float64()),
+    ("seed", pa.int64()),
+    ("calib_dataset", pa.string()),
+    ("calib_source", pa.string()),
+    ("calib_n_samples", pa.int64()),
+    ("calib_seqlen", pa.int64()),
+    ("calib_seed", pa.int64()),
+    ("calib_packing", pa.string()),
+    ("calib_windows", pa.int64()),
+]
+METRIC_FIELDS = [
+    ("metric", pa.string()),
+    ("dataset", pa.string()),
+    ("phase", pa.string()),
+    ("value", pa.float64()),
+    ("variant", pa.string()),
+]
+SCHEMA = pa.schema(RUN_FIELDS + METRIC_FIELDS)  # the fixed part; method.* columns follow
 COLUMNS = SCHEMA.names
 _PACKAGES = ("torch", "transformers", "datasets", "lm_eval", "twossp")
 
 
 @dataclass
 class RunRecord:
-    """Facts shared by every row of one run."""
+    """Facts shared by every row of one run.
+
+    ``method_params`` holds every setting of the method (defaults included); each becomes a
+    ``method.<name>`` column. ``calib`` holds the calibration actually read (None for a
+    method that reads none).
+    """
 
     run_id: str
     config_hash: str
@@ -61,7 +90,7 @@ class RunRecord:
     model: str
     model_path: str
     method: str
-    method_config: dict
+    method_params: dict
     target_sparsity: float
     achieved_sparsity: float
     params_before: int
@@ -70,16 +99,25 @@ class RunRecord:
     block_params_after: int
     prune_seconds: float
     seed: int
+    protocol: str = "paper"
+    model_revision: str | None = None
+    model_fingerprint: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    calib: dict | None = None
     git_sha: str = field(default_factory=lambda: git_sha())
     versions: dict = field(default_factory=lambda: library_versions())
 
 
 @dataclass
 class Metric:
+    """One measured value: ``metric`` on ``dataset`` (or, for memory, during ``phase``)."""
+
     metric: str
-    dataset: str
+    dataset: str | None
     value: float
     variant: dict = field(default_factory=dict)
+    phase: str | None = None
 
 
 def config_hash(config: dict) -> str:
@@ -116,16 +154,62 @@ def library_versions() -> dict:
     return out
 
 
+def _column_value(value):
+    """A setting as a parquet-friendly value: scalars as they are, sequences as lists."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def to_frame(record: RunRecord, metrics: list[Metric]) -> pd.DataFrame:
     base = asdict(record)
-    base["method_config"] = json.dumps(base["method_config"], sort_keys=True)
-    base["versions"] = json.dumps(base["versions"], sort_keys=True)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    params = base.pop("method_params")
+    calib = base.pop("calib") or {}
+    base.update({f"calib_{k}": calib.get(k) for k in _CALIB_KEYS})
+    base["versions"] = list(record.versions.items())
+    base["created_at"] = pd.Timestamp(datetime.now(timezone.utc))
+    settings = {f"{METHOD_PREFIX}{k}": _column_value(v) for k, v in sorted(params.items())}
     rows = [
-        {**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True), "created_at": now}
+        {**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True), **settings}
         for m in metrics
     ]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS + list(settings))
+
+
+_CALIB_KEYS = ("dataset", "source", "n_samples", "seqlen", "seed", "packing", "windows")
+
+
+def method_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(METHOD_PREFIX)]
+
+
+def method_settings(row) -> dict:
+    """The method settings of one row (a Series), missing ones dropped."""
+    return {
+        k[len(METHOD_PREFIX) :]: v
+        for k, v in row.items()
+        if k.startswith(METHOD_PREFIX) and not _missing(v)
+    }
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as an arrow table: the fixed schema, then each ``method.*`` column typed
+    from its values (missing values as nulls)."""
+    fields = list(SCHEMA)
+    for col in method_columns(frame):
+        values = [None if _missing(v) else v for v in frame[col]]
+        fields.append(pa.field(col, pa.array(values).type))
+    columns = []
+    for f in fields:
+        values = frame[f.name]
+        if f.name.startswith(METHOD_PREFIX) or f.name == "versions":
+            values = [None if _missing(v) else v for v in values]
+        columns.append(pa.array(values, type=f.type, from_pandas=True))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 def run_path(results_dir: str | Path, config_hash_: str) -> Path:
@@ -136,27 +220,133 @@ def plan_path(results_dir: str | Path, config_hash_: str) -> Path:
     return Path(results_dir) / "plans" / f"{config_hash_}.json"
 
 
-def reuse_path(results_dir: str | Path, reuse_key: str) -> Path:
-    """Names the config hash whose finished rows serve every run with ``reuse_key``."""
-    return Path(results_dir) / "reuse" / f"{reuse_key}.txt"
-
-
 def write_run(frame: pd.DataFrame, path: Path) -> Path:
-    table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)
+    table = arrow_table(frame)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 
-def read_runs(results_dir: str | Path) -> pd.DataFrame:
-    """Every finished run's rows under ``results_dir``, in one frame."""
+class CorruptRunError(ValueError):
+    """A run file that cannot be read back (truncated, not parquet, no rows)."""
+
+
+def read_runs(results_dir: str | Path, skipped: list | None = None) -> pd.DataFrame:
+    """Every readable run's rows under ``results_dir``, in one frame.
+
+    Unreadable files are left out and named in a warning (and appended to ``skipped``).
+    """
     files = sorted((Path(results_dir) / "runs").glob("*.parquet"))
-    if not files:
+    frames = []
+    for f in files:
+        try:
+            frames.append(read_run(f))
+        except CorruptRunError as exc:
+            log.warning("skipping unreadable run file %s (%s)", f, exc)
+            if skipped is not None:
+                skipped.append(f)
+    if not frames:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat([read_run(f) for f in files], ignore_index=True)
+    return concat(frames)
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate run frames whose ``method.*`` columns differ (missing -> None)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    extra = sorted({c for f in frames for c in method_columns(f)})
+    aligned = [f.reindex(columns=COLUMNS + extra) for f in frames]
+    merged = pd.concat(aligned, ignore_index=True)
+    for col in extra:
+        merged[col] = merged[col].astype(object).where(merged[col].notna(), None)
+    return merged
+
+
+_LEGACY_WARNED: set[str] = set()
 
 
 def read_run(path: str | Path) -> pd.DataFrame:
-    """One run file. It is opened once: pyarrow opening a path twice (footer, then pages)
-    could pair two versions of a file that a concurrent job replaces in between."""
-    with open(path, "rb") as f:
-        return pd.read_parquet(f)
+    """One run file, upgraded to the current columns if it predates them.
+
+    It is opened once: pyarrow opening a path twice (footer, then pages) could pair two
+    versions of a file that a concurrent job replaces in between.
+
+    Raises:
+        CorruptRunError: the file is not a readable parquet file with rows.
+    """
+    try:
+        with open(path, "rb") as f:
+            frame = pd.read_parquet(f)
+    except Exception as exc:  # truncated or foreign files raise arrow / OS errors of many kinds
+        raise CorruptRunError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    if frame.empty or "config_hash" not in frame.columns:
+        raise CorruptRunError(f"{path}: no result rows")
+    if "protocol" not in frame.columns:
+        frame = upgrade_legacy(frame, path)
+    frame["versions"] = frame["versions"].map(_as_dict)
+    for col in method_columns(frame):
+        if frame[col].dtype == object:  # parquet lists come back as numpy arrays
+            frame[col] = frame[col].map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
+    return frame
+
+
+def _as_dict(value) -> dict:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return json.loads(value)
+    return dict(value) if value is not None else {}
+
+
+def upgrade_legacy(frame: pd.DataFrame, path) -> pd.DataFrame:
+    """Bring a file of the first schema to the current columns (in memory)."""
+    folder = str(Path(path).parent)
+    if folder not in _LEGACY_WARNED:
+        _LEGACY_WARNED.add(folder)
+        log.warning(
+            "%s holds run files of the first schema (no protocol, identity or calibration "
+            "columns); read with protocol 'unrecorded'. Rerun them (force=true) to record "
+            "what they lack.",
+            folder,
+        )
+    frame = frame.copy()
+    settings = [json.loads(s) if s else {} for s in frame.pop("method_config")]
+    frame["protocol"] = "unrecorded"
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    memory = frame["metric"] == "peak_memory_gib"
+    frame["phase"] = frame["dataset"].where(memory, None)
+    frame["dataset"] = frame["dataset"].where(~memory, None)
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None
+    keys = sorted({k for s in settings for k in s})
+    extra = {f"{METHOD_PREFIX}{k}": [_column_value(s.get(k)) for s in settings] for k in keys}
+    return pd.concat([frame[COLUMNS], pd.DataFrame(extra, index=frame.index)], axis=1)
+
+
+def members_dir(results_dir: str | Path, experiment: str) -> Path:
+    return Path(results_dir) / "experiments" / experiment
+
+
+def add_members(results_dir: str | Path, experiment: str, hashes: list[str]) -> None:
+    """Record that the runs ``hashes`` belong to ``experiment`` (one empty file each).
+
+    A finished configuration is never rerun, so one run can serve several experiments (the
+    alpha = 1.5 point of an ablation is a Table 1 point); membership, not the experiment
+    name stored in the run's rows, says which experiments a run belongs to.
+    """
+    folder = members_dir(results_dir, experiment)
+    folder.mkdir(parents=True, exist_ok=True)
+    for h in hashes:
+        (folder / h).touch()
+
+
+def members(results_dir: str | Path) -> dict[str, set[str]]:
+    """``{config_hash: {experiment, ...}}`` from the membership files under ``results_dir``."""
+    out: dict[str, set[str]] = {}
+    root = Path(results_dir) / "experiments"
+    if root.is_dir():
+        for folder in root.iterdir():
+            for marker in folder.iterdir() if folder.is_dir() else []:
+                out.setdefault(marker.name, set()).add(folder.name)
+    return out

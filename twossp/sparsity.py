@@ -25,13 +25,28 @@ def validate_sparsity(sparsity: float) -> float:
     return float(sparsity)
 
 
-def blocks_for_sparsity(sparsity: float, n_units: int) -> int:
-    """How many of ``n_units`` equal units to remove: round *up* to the next multiple of 1/n.
+ROUNDINGS = ("up", "nearest")
 
-    This is the policy of the 2SSP authors' code for block-granular methods; the achieved
-    sparsity is therefore at or above the target (by less than one unit).
+
+def check_rounding(rounding: str) -> str:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return rounding
+
+
+def blocks_for_sparsity(sparsity: float, n_units: int, rounding: str = "up") -> int:
+    """How many of ``n_units`` equal units to remove for a target ``sparsity``.
+
+    ``rounding="up"`` rounds to the next multiple of ``1/n`` (the 2SSP authors' policy for
+    block-granular methods: achieved sparsity at or above the target, by less than one
+    unit); ``"nearest"`` to the closest one (halves round up), so that methods of different
+    granularity meet at the same parameter budget (``protocol=matched``). At least one unit.
+
+    Raises:
+        UnreachableSparsityError: when every unit would go.
     """
-    k = math.ceil(sparsity * n_units - 1e-9)
+    exact = sparsity * n_units
+    k = math.ceil(exact - 1e-9) if check_rounding(rounding) == "up" else math.floor(exact + 0.5)
     if k >= n_units:
         raise UnreachableSparsityError(
             f"sparsity {sparsity} would remove all {n_units} units; use a lower target"

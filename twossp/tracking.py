@@ -13,6 +13,7 @@ and the run's rows as a ``wandb.Table`` named ``results``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,18 +53,49 @@ class WandbSettings:
         self.tags = list(self.tags or [])
 
 
-def scalars(record, frame) -> dict[str, float]:
-    """The run's numbers as W&B keys: ``<metric>/<dataset>`` plus the run's own facts."""
-    out = {f"{r.metric}/{r.dataset}": float(r.value) for r in frame.itertuples()}
+def scalars(frame) -> dict[str, float]:
+    """The run's numbers as W&B keys: ``<metric>/<dataset or phase>`` plus the run's facts."""
+    out = {
+        f"{r.metric}/{r.dataset if isinstance(r.dataset, str) else r.phase}": float(r.value)
+        for r in frame.itertuples()
+    }
+    run = frame.iloc[0]
     out.update(
         {
-            "sparsity/target": float(record.target_sparsity),
-            "sparsity/achieved": float(record.achieved_sparsity),
-            "params/before": int(record.params_before),
-            "params/after": int(record.params_after),
-            "time/prune_seconds": float(record.prune_seconds),
+            "sparsity/target": float(run.target_sparsity),
+            "sparsity/achieved": float(run.achieved_sparsity),
+            "params/before": int(run.params_before),
+            "params/after": int(run.params_after),
+            "time/prune_seconds": float(run.prune_seconds),
         }
     )
+    return out
+
+
+def has_api_key() -> bool:
+    """Whether W&B could log in without a prompt: ``WANDB_API_KEY`` or a netrc entry."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
+    try:
+        return netrc.netrc().authenticators(host.split("/")[0]) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def table_frame(frame):
+    """The rows with nested values (versions, list settings) and timestamps as text."""
+    import json
+
+    out = frame.reset_index(drop=True).copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(
+                lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+            )
+    out["created_at"] = out["created_at"].astype(str)
     return out
 
 
@@ -75,10 +107,22 @@ class WandbTracker:
         self.config = config or {}
         self.run_dir: Path | None = None
 
-    def log_run(self, record, frame) -> None:
+    def check(self) -> None:
+        """Before any work: an online mirror without credentials falls back to offline
+        (one warning) instead of failing after the run; ``wandb sync`` uploads it later."""
+        if self.settings.mode == "online" and not has_api_key():
+            log.warning(
+                "W&B: no API key (WANDB_API_KEY or `wandb login`); logging offline under %s "
+                "instead (upload later with `wandb sync`)",
+                self.settings.dir or "./wandb",
+            )
+            self.settings.mode = "offline"
+
+    def log_run(self, frame) -> None:
         import wandb
 
         s = self.settings
+        record = frame.iloc[0]
         if s.dir is not None:
             Path(s.dir).mkdir(parents=True, exist_ok=True)
         name = s.run_name or f"{record.model}-{record.method}-s{record.target_sparsity:g}"
@@ -88,15 +132,21 @@ class WandbTracker:
             group=s.group or record.experiment,
             name=name,
             job_type=s.job_type,
-            tags=[*s.tags, record.model, record.method, f"sparsity={record.target_sparsity:g}"],
+            tags=[
+                *s.tags,
+                record.model,
+                record.method,
+                record.protocol,
+                f"sparsity={record.target_sparsity:g}",
+            ],
             config={**self.config, "config_hash": record.config_hash, "run_id": record.run_id},
             dir=s.dir,
             mode=s.mode,
             reinit="finish_previous",
         )
         try:
-            values = scalars(record, frame)
-            run.log({**values, "results": wandb.Table(dataframe=frame.reset_index(drop=True))})
+            values = scalars(frame)
+            run.log({**values, "results": wandb.Table(dataframe=table_frame(frame))})
             run.summary.update(values)
             self.run_dir = Path(run.dir).parent if s.mode != "disabled" else None
         finally:

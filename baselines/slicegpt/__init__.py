@@ -15,20 +15,20 @@ mistral, qwen2, phi3; see :func:`rotation_model_types`). ``check`` refuses other
 
 Deviations from the paper and the authors' code (microsoft/TransformerCompression):
 
-1. Sparsity accounting. This project's target is decoder-block parameter sparsity,
-   ``1 - block_params_after / block_params_before``. The slicing width is the multiple of
-   ``round_to`` whose *measured* block sparsity is closest to the target, counting the shortcut
-   matrices (parameters of the blocks), the last block's full-width MLP output and shortcut
-   (the head is not sliced, the authors' default) and the folded norm scales (gone). The
-   SliceGPT authors, and the port in the 2SSP code (read in the fork majing2019/2SSP,
-   ``src/slicegpt.py``), instead slice ``d = int((1 - s) * D)`` rounded down to a multiple of
-   8, i.e. ``s`` of the embedding dimension, which removes fewer block parameters than ``s``
-   because of the shortcuts. Tolerance: the width is the closest
-   multiple of ``round_to`` (8), or the closest width of any size when that multiple misses
-   by more than ``tolerance`` (default 0.02; small models); ``check`` raises
-   ``UnreachableSparsityError`` when even that misses. With width steps of 1 the miss is at
-   most half a step: about 0.2 % on stories260K and 1 % on the 64-wide test models; at 7B a
-   step of 8 is about 0.2 %, so multiples of 8 miss by about 0.1 % at most.
+1. Sparsity accounting. By default (``width="embedding"``, ``protocol=paper``) the width is
+   the authors': ``d = int((1 - s) * D)`` rounded down to a multiple of ``round_to`` (8),
+   i.e. ``s`` of the embedding dimension, which removes fewer decoder-block parameters than
+   ``s`` because of the shortcut matrices; the run records the block sparsity achieved.
+   ``width="block_params"`` (``protocol=matched``) instead takes the multiple of ``round_to``
+   whose *measured* block sparsity is closest to the target, counting the shortcut matrices
+   (parameters of the blocks), the last block's full-width MLP output and shortcut (the head
+   is not sliced, the authors' default) and the folded norm scales (gone); when no multiple is
+   within ``tolerance`` (0.02; small models) the closest width of any size is used, and
+   ``check`` raises ``UnreachableSparsityError`` when even that misses.
+   The authors' fusion also subtracts each embedding row's mean (``center_embeddings=True``),
+   the mean subtraction a LayerNorm model needs; on an RMSNorm model it changes the function
+   (stories260K's dense perplexity moves by about 2 %). ``protocol=matched`` turns it off,
+   keeping the fused model equivalent to the original.
 2. Embeddings and head are outside the measured number. The embedding matrix loses its sliced
    columns as in the paper; a tied head is untied first (the embedding is rotated by the
    first ``Q``, the head by the last), so a tied model's *total* count grows by

@@ -25,13 +25,28 @@ def scale_inputs(linears: list[nn.Linear], scale: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def fuse_norms(adapter: ModelAdapter) -> None:
+def center_rows(embedding: nn.Embedding) -> None:
+    """Subtract each embedding row's mean over the hidden dimension (in float64).
+
+    The SliceGPT authors do this for every model (it is the mean subtraction LayerNorm would
+    apply); for an RMSNorm model it changes the function, so it is optional here.
+    """
+    weight = embedding.weight.data
+    w = weight.double()
+    embedding.weight.data = (w - w.mean(dim=-1, keepdim=True)).to(weight.dtype)
+
+
+@torch.no_grad()
+def fuse_norms(adapter: ModelAdapter, center_embeddings: bool = False) -> None:
     """Fold every block norm and the final norm into their readers, in place.
 
     The head is untied from the input embeddings first (the final norm's scale and, later,
-    the last rotation apply to the head only). Logits are unchanged up to rounding.
+    the last rotation apply to the head only). Logits are unchanged up to rounding, unless
+    ``center_embeddings`` (:func:`center_rows`, the authors' code) is set.
     """
     adapter.untie_lm_head()
+    if center_embeddings:
+        center_rows(adapter.embeddings)
     width, eps = adapter.config.hidden_size, adapter.norm_eps
     for i in range(adapter.num_blocks):
         attn_readers, mlp_readers = adapter.residual_readers(i)

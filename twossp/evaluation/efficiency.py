@@ -349,14 +349,21 @@ def auto_batch_size(
     return batch
 
 
-def resolve_batch_size(setting: int | str, model: nn.Module, seqlen: int) -> int:
-    """An ``eval.batch_size`` setting (a positive int or ``"auto"``) as a number."""
+def parse_batch_size(setting: int | str) -> int | str:
+    """An ``eval.batch_size`` setting checked without a model: a positive int or ``"auto"``."""
     if isinstance(setting, str):
-        if setting.strip().lower() == "auto":
-            return auto_batch_size(model, seqlen)
-        if not setting.strip().isdigit():
+        text = setting.strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit():
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {setting!r}")
-        setting = int(setting)
-    if setting < 1 or setting != math.floor(setting):
+        setting = int(text)
+    if isinstance(setting, bool) or setting < 1 or setting != math.floor(setting):
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {setting!r}")
     return int(setting)
+
+
+def resolve_batch_size(setting: int | str, model: nn.Module, seqlen: int) -> int:
+    """An ``eval.batch_size`` setting (a positive int or ``"auto"``) as a number."""
+    parsed = parse_batch_size(setting)
+    return auto_batch_size(model, seqlen) if parsed == "auto" else parsed

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from twossp.data import CalibrationSpec
 from twossp.plan import PrunePlan
 from twossp.surgery import apply_plan
 
@@ -54,6 +55,16 @@ class PruningMethod(ABC):
         The default accepts everything; methods with limits (rounding, architectures) override.
         """
 
+    def calibration_windows(self) -> int | None:
+        """How many of the run's calibration windows this method reads (the first ones);
+        None: all of them. ``calib.n_samples`` caps it (the run records what was read)."""
+        return None
+
+    def calibration_spec(self, base: CalibrationSpec, context: int | None = None):
+        """The calibration data this method reads, given the run's ``base`` (default: that
+        one) and the model's ``context`` length."""
+        return base
+
     @abstractmethod
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         """Decide what to remove. Must leave ``model`` as it found it."""
@@ -71,20 +82,17 @@ def plan_on_copy(method: PruningMethod, model: nn.Module, ctx: PruneContext) -> 
 
 
 def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) -> torch.Tensor:
-    """The first ``n_calib`` calibration samples (all of them when ``None``).
+    """The first ``n_calib`` calibration samples (all of them when ``None``, or when fewer
+    were given: the run's ``calib.n_samples`` caps every method's count, and plans and rows
+    record the number actually read).
 
     Raises:
-        ValueError: if there are no samples or fewer than ``n_calib``.
+        ValueError: if there are no samples or ``n_calib < 1``.
     """
     if calibration.dim() != 2 or calibration.numel() == 0:
         raise ValueError(
             f"{what} needs [n_samples, seqlen] calibration ids, got {calibration.shape}"
         )
-    if n_calib is None:
-        return calibration
-    if n_calib < 1 or n_calib > len(calibration):
-        raise ValueError(
-            f"{what}: n_calib={n_calib} but {len(calibration)} calibration samples were given "
-            "(use n_calib <= calib.n_samples, or null for all)"
-        )
-    return calibration[:n_calib]
+    if n_calib is not None and n_calib < 1:
+        raise ValueError(f"{what}: n_calib must be >= 1 or null, got n_calib={n_calib}")
+    return calibration if n_calib is None else calibration[:n_calib]

@@ -2,9 +2,10 @@
 
 Stage 1 (width) removes FFN intermediate neurons in every block: a neuron's importance is the
 L2 norm over tokens of its activation (the input of the down / output projection), averaged
-over the calibration samples; the top-k neurons are kept. Stage 2 (depth) then removes whole
-attention submodules one at a time, each time the one whose removal gives the lowest
-perplexity on the first ``n_calib_stage2`` calibration samples. The split between the stages
+over the first ``n_calib_stage1`` calibration samples (32 windows of 2048 tokens in the paper);
+the top-k neurons are kept. Stage 2 (depth) then removes whole attention submodules one at a
+time, each time the one whose removal gives the lowest perplexity on the first
+``n_calib_stage2`` calibration samples (1). The split between the stages
 follows the paper's balancing rule::
 
     N_attn = round(N_blocks * s ** ((P_mlp / P_attn) / alpha)),   alpha = 1.5
@@ -32,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy
+from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
 from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.scoring import SubmoduleScorer
@@ -163,6 +164,7 @@ class TwoSSP(PruningMethod):
 
     Attributes:
         alpha: balancing exponent divisor (paper: 1.5).
+        n_calib_stage1: calibration samples whose activations rank the FFN neurons (paper: 32).
         n_calib_stage2: calibration samples scored in stage 2 (paper: 1).
         n_attn: force the number of attention removals (ablation); None uses the rule.
         use_cache: stage 2 from cached block inputs (same choices, fewer FLOPs).
@@ -170,6 +172,7 @@ class TwoSSP(PruningMethod):
 
     name = "twossp"
     alpha: float = 1.5
+    n_calib_stage1: int = 32
     n_calib_stage2: int = 1
     n_attn: int | None = None
     use_cache: bool = True
@@ -194,9 +197,16 @@ class TwoSSP(PruningMethod):
             adapter.has_attention(i) and adapter.has_mlp(i) for i in range(adapter.num_blocks)
         ):
             raise ValueError("2SSP expects a model whose blocks all have attention and an MLP")
-        if self.n_calib_stage2 < 1:
-            raise ValueError(f"n_calib_stage2 must be >= 1, got {self.n_calib_stage2}")
+        if not 1 <= self.n_calib_stage2 <= self.n_calib_stage1:
+            raise ValueError(
+                "need 1 <= n_calib_stage2 <= n_calib_stage1 (stage 2 scores the first stage-1 "
+                f"samples), got n_calib_stage1={self.n_calib_stage1}, "
+                f"n_calib_stage2={self.n_calib_stage2}"
+            )
         self.budget(model, sparsity)
+
+    def calibration_windows(self) -> int:
+        return self.n_calib_stage1
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         return plan_on_copy(self, model, ctx)
@@ -204,15 +214,11 @@ class TwoSSP(PruningMethod):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         adapter = get_adapter(model)
         budget = self.budget(model, ctx.sparsity)
-        if len(ctx.calibration) < self.n_calib_stage2:
-            raise ValueError(
-                f"stage 2 needs {self.n_calib_stage2} calibration samples, "
-                f"got {len(ctx.calibration)}"
-            )
-        keep = prune_ffn(adapter, ctx.calibration, budget.ffn_keep, ctx.progress)
+        samples = select_samples(ctx.calibration, self.n_calib_stage1, "2SSP stage 1")
+        keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
         removed = stage2_attention(
             adapter,
-            ctx.calibration[: self.n_calib_stage2],
+            samples[: self.n_calib_stage2],
             budget.n_attn,
             self.use_cache,
             ctx.progress,
@@ -223,6 +229,8 @@ class TwoSSP(PruningMethod):
             "ffn_width": budget.ffn_width,
             "mlp_rate": budget.mlp_rate,
             "attention_order": removed,
+            "n_calib_stage1": len(samples),
+            "n_calib_stage2": self.n_calib_stage2,
         }
         log.info(
             "2SSP: kept %d/%d FFN neurons per block, removed attention %s",
