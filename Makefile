@@ -37,7 +37,7 @@ RESULTS_ENV = TWOSSP_RESULTS=$(abspath $(RESULTS))
 
 reproduce-table: $(VENV)
 	$(RESULTS_ENV) $(if $(THREADS),OMP_NUM_THREADS=$(THREADS)) \
-		$(PY) experiments/run.py -m experiment=$(EXPERIMENT)
+		$(PY) experiments/run.py -m experiment=$(EXPERIMENT) $(OVERRIDES)
 	$(RESULTS_ENV) $(PY) -m analysis.collect
 	$(RESULTS_ENV) $(PY) -m analysis.tables --experiment $(EXPERIMENT) --out $(RESULTS)/tables/$(EXPERIMENT)
 	$(RESULTS_ENV) $(PY) -m analysis.plots --experiment $(EXPERIMENT) --out $(RESULTS)/plots/$(EXPERIMENT)
