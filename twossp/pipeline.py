@@ -50,6 +50,7 @@ from twossp.results import (
     RunRecord,
     add_members,
     config_hash,
+    lm_eval_path,
     plan_path,
     read_run,
     run_path,
@@ -174,6 +175,7 @@ class Prepared:
     calibration: torch.Tensor
     streams: dict[str, torch.Tensor]
     eval_seqlen: int
+    tasks: object = None  # downstream tasks with their data, when any
 
 
 def cap_seqlen(requested: int, context: int | None) -> int:
@@ -228,7 +230,12 @@ def prepare(spec: RunSpec) -> Prepared:
         except ValueError as exc:
             raise ValueError(f"dataset {ds.name!r}: {exc}") from None
         streams[ds.name] = ids
-    return Prepared(method, target, tokenizer, calib, calibration, streams, eval_seqlen)
+    tasks = None
+    if spec.eval.downstream is not None:
+        from twossp.evaluation.downstream import prepare_tasks
+
+        tasks = prepare_tasks(spec.eval.downstream)
+    return Prepared(method, target, tokenizer, calib, calibration, streams, eval_seqlen, tasks)
 
 
 def _check_eval_settings(evaluation: EvalSpec) -> None:
@@ -417,5 +424,8 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
     if spec.eval.downstream is not None:
         from twossp.evaluation.downstream import evaluate_tasks
 
-        metrics.extend(evaluate_tasks(model, ready.tokenizer, spec.eval.downstream))
+        record = lm_eval_path(spec.results_dir, spec.config_hash)
+        metrics.extend(
+            evaluate_tasks(model, ready.tokenizer, spec.eval.downstream, record, ready.tasks)
+        )
     return metrics

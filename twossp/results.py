@@ -220,6 +220,11 @@ def plan_path(results_dir: str | Path, config_hash_: str) -> Path:
     return Path(results_dir) / "plans" / f"{config_hash_}.json"
 
 
+def lm_eval_path(results_dir: str | Path, config_hash_: str) -> Path:
+    """lm-eval's full output of a run (results, stderrs, task configs), beside its plan."""
+    return Path(results_dir) / "plans" / f"{config_hash_}.lm_eval.json"
+
+
 def write_run(frame: pd.DataFrame, path: Path) -> Path:
     table = arrow_table(frame)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

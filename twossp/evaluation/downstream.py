@@ -254,15 +254,32 @@ def local_task_config(name: str, stock: dict, files: dict[str, str], include: st
     return cfg
 
 
-def run_tasks(model, tokenizer, spec: DownstreamSpec) -> DownstreamResult:
+@dataclass
+class PreparedTasks:
+    """lm-eval tasks built with their data loaded (see :func:`prepare_tasks`)."""
+
+    manager: object
+    built: list
+
+
+def prepare_tasks(spec: DownstreamSpec) -> PreparedTasks:
+    """Build every task of ``spec`` with its data (local files or the hub), no model needed,
+    so a missing or unreachable dataset fails before any pruning."""
+    spec.check()
+    files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
+    manager = task_manager(files)
+    return PreparedTasks(manager, load_tasks(spec.tasks, files, manager))
+
+
+def run_tasks(
+    model, tokenizer, spec: DownstreamSpec, prepared: PreparedTasks | None = None
+) -> DownstreamResult:
     """Run ``spec.tasks`` with lm-eval on ``model``: result rows and lm-eval's full output."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    spec.check()
-    files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
-    manager = task_manager(files)
-    built = load_tasks(spec.tasks, files, manager)  # data loaded (and checked) before scoring
+    prepared = prepared or prepare_tasks(spec)
+    manager, built = prepared.manager, prepared.built
     was_training = model.training
     model.eval()
     try:
@@ -286,10 +303,14 @@ def run_tasks(model, tokenizer, spec: DownstreamSpec) -> DownstreamResult:
 
 
 def evaluate_tasks(
-    model, tokenizer, spec: DownstreamSpec, lm_eval_json: str | Path | None = None
+    model,
+    tokenizer,
+    spec: DownstreamSpec,
+    lm_eval_json: str | Path | None = None,
+    prepared: PreparedTasks | None = None,
 ) -> list[Metric]:
     """:func:`run_tasks`'s rows; lm-eval's full output is saved to ``lm_eval_json`` if given."""
-    result = run_tasks(model, tokenizer, spec)
+    result = run_tasks(model, tokenizer, spec, prepared)
     if lm_eval_json is not None:
         save_lm_eval_json(result.lm_eval, lm_eval_json)
     return result.metrics
