@@ -1,8 +1,19 @@
 """Merge every run's parquet file into one ``results.parquet``.
 
-Each run writes ``<results_dir>/runs/<config_hash>.parquet``; this concatenates them (from one
-or more results folders), keeps, for every config hash, only the rows of its newest run
-(``created_at``, then ``run_id``), and writes the merged frame atomically.
+Each run writes ``<results_dir>/runs/<config_hash>.parquet``; this reads them from one or more
+results folders (:func:`twossp.results.read_run`, which upgrades files of the first schema),
+keeps for every config hash only the rows of its newest run (``created_at``, then ``run_id``),
+and adds two columns the per-run files do not hold:
+
+- ``experiments``: every experiment the configuration belongs to. A configuration is never
+  rerun, so one run can serve several experiments; the membership files
+  ``<results_dir>/experiments/<experiment>/<config_hash>`` say which (merged over all the
+  folders read), plus the experiment named in the run's own rows.
+- ``plan_n_attn``: attention submodules a 2SSP run removed (``info.n_attn`` of its plan,
+  ``<results_dir>/plans/<config_hash>.json``), null where there is no such plan.
+
+A file that cannot be read is skipped and named in one warning line; the final line counts
+them. The merged file is written atomically.
 
     python -m analysis.collect [--results-dir results] [--extra other/results ...] [--out F]
 """
@@ -10,17 +21,35 @@ or more results folders), keeps, for every config hash, only the rows of its new
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from twossp.results import COLUMNS, read_runs, write_run
+from twossp.io import atomic_write
+from twossp.results import (
+    COLUMNS,
+    arrow_table,
+    concat,
+    members,
+    method_columns,
+    plan_path,
+    read_run,
+    upgrade_legacy,
+)
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = "experiments"
+N_ATTN = "plan_n_attn"
+EXTRA_COLUMNS = {EXPERIMENTS: pa.list_(pa.string()), N_ATTN: pa.int64()}
+SORT = ["model", "protocol", "method", "target_sparsity", "metric", "dataset", "phase"]
 
 
 def default_results_dir() -> Path:
@@ -34,12 +63,84 @@ def results_file(results_dir: Path | None = None) -> Path:
     return Path(env) if env else (results_dir or default_results_dir()) / "results.parquet"
 
 
-def load(path: str | Path | None = None) -> pd.DataFrame:
-    """Read a merged results file (default: :func:`results_file`)."""
-    path = Path(path) if path is not None else results_file()
-    if not path.exists():
-        raise FileNotFoundError(f"no merged results at {path}; run `python -m analysis.collect`")
-    return pd.read_parquet(path)
+@dataclass
+class Collected:
+    """The merged rows and the files that could not be read."""
+
+    frame: pd.DataFrame
+    skipped: list[Path] = field(default_factory=list)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _read_folder(results_dir: Path, skipped: list[Path]) -> pd.DataFrame:
+    """Every readable run file under ``results_dir/runs``, with its plan's ``n_attn``."""
+    frames = []
+    for path in sorted((results_dir / "runs").glob("*.parquet")):
+        try:
+            frame = read_run(path)
+        except Exception as exc:  # corrupt, foreign or half-upgraded files: never fatal here
+            log.warning("skipping unreadable run file %s (%s)", path, _first_line(exc))
+            skipped.append(path)
+            continue
+        frame[N_ATTN] = _plan_n_attn(results_dir, frame)
+        frames.append(_settings_as_objects(frame))
+    if not frames:
+        return pd.DataFrame(columns=[*COLUMNS, N_ATTN])
+    merged = concat(frames)  # aligns the method.* columns, which differ per method
+    merged[N_ATTN] = pd.concat([f[N_ATTN] for f in frames], ignore_index=True)
+    return merged
+
+
+def _settings_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """``method.*`` columns as Python values, so that merging methods whose settings differ
+    keeps integers integers (a numeric column meeting a missing one would turn float)."""
+    for col in method_columns(frame):
+        frame[col] = pd.Series(
+            [v.tolist() if hasattr(v, "tolist") else v for v in frame[col]],
+            index=frame.index,
+            dtype=object,
+        )
+    return frame
+
+
+def _plan_n_attn(results_dir: Path, frame: pd.DataFrame):
+    """``info.n_attn`` of a 2SSP run's plan (None when absent or unreadable)."""
+    if frame["method"].iloc[0] != "twossp":
+        return None
+    path = plan_path(results_dir, frame["config_hash"].iloc[0])
+    try:
+        value = json.loads(path.read_text()).get("info", {}).get("n_attn")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def _memberships(results_dirs: list[Path]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for d in results_dirs:
+        try:
+            found = members(d)
+        except OSError as exc:
+            log.warning("cannot read experiment membership under %s (%s)", d, _first_line(exc))
+            continue
+        for chash, names in found.items():
+            out.setdefault(chash, set()).update(names)
+    return out
+
+
+def experiment_lists(frame: pd.DataFrame, memberships: dict[str, set[str]]) -> list[list[str]]:
+    """Per row: its configuration's experiments (membership files plus the row's own)."""
+    out = []
+    for chash, own in zip(frame["config_hash"], frame["experiment"], strict=True):
+        names = set(memberships.get(chash, ()))
+        if isinstance(own, str) and own:
+            names.add(own)
+        out.append(sorted(names))
+    return out
 
 
 def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -48,27 +149,94 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.reset_index(drop=True)
     runs = frame[["config_hash", "run_id", "created_at"]].drop_duplicates()
     newest = runs.sort_values(["created_at", "run_id"]).groupby("config_hash").tail(1)
-    # A reused run (dense copied across a sparsity sweep) shares its run id between config
-    # hashes, so a run is the pair (config_hash, run_id).
+    # A reused run (dense copied across a sparsity sweep by older code) shares its run id
+    # between config hashes, so a run is the pair (config_hash, run_id).
     pairs = pd.MultiIndex.from_frame(newest[["config_hash", "run_id"]])
     kept = frame[pd.MultiIndex.from_frame(frame[["config_hash", "run_id"]]).isin(pairs)]
     dropped = len(runs) - len(newest)
     if dropped:
         log.info("dropped %d superseded run(s) sharing a config hash", dropped)
-    return kept.sort_values(
-        ["model", "method", "target_sparsity", "metric", "dataset"], kind="stable"
-    ).reset_index(drop=True)
+    return kept.sort_values(SORT, kind="stable").reset_index(drop=True)
+
+
+def merge(results_dirs: list[str | Path]) -> Collected:
+    """Read and merge the runs under ``results_dirs`` (nothing written)."""
+    dirs = [Path(d) for d in results_dirs]
+    skipped: list[Path] = []
+    frames = [_read_folder(d, skipped) for d in dirs]
+    frames = [f for f in frames if len(f)]
+    if frames:
+        merged = concat(frames)
+        merged[N_ATTN] = pd.concat([f[N_ATTN] for f in frames], ignore_index=True)
+    else:
+        merged = pd.DataFrame(columns=[*COLUMNS, N_ATTN])
+    merged[N_ATTN] = merged[N_ATTN].astype("Int64")
+    merged = dedupe(merged)
+    merged[EXPERIMENTS] = experiment_lists(merged, _memberships(dirs))
+    return Collected(merged, skipped)
+
+
+def write_merged(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write the merged frame atomically: the run schema, ``method.*`` columns typed from
+    their values (lists stay lists), then ``experiments`` and ``plan_n_attn``."""
+    table = arrow_table(frame)
+    for name, kind in EXTRA_COLUMNS.items():
+        values = frame[name] if name in frame.columns else [None] * len(frame)
+        values = [None if v is None or v is pd.NA else v for v in values]
+        table = table.append_column(pa.field(name, kind), pa.array(values, type=kind))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+    return Path(path)
 
 
 def collect(results_dirs: list[str | Path], out: str | Path | None = None) -> pd.DataFrame:
     """Merge the runs under ``results_dirs``; write them to ``out`` when given."""
-    frames = [read_runs(d) for d in results_dirs]
-    frames = [f for f in frames if not f.empty]
-    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    merged = dedupe(merged[COLUMNS])
+    result = merge(results_dirs)
     if out is not None:
-        write_run(merged, Path(out))  # the run-file writer: same schema, atomic
-    return merged
+        write_merged(result.frame, out)
+    return result.frame
+
+
+def _as_list(value) -> list | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def normalize(frame: pd.DataFrame, path=None) -> pd.DataFrame:
+    """A merged frame as Python values: ``versions`` dicts, list settings and
+    ``experiments`` as lists; a merged file of the first schema is upgraded."""
+    if "protocol" not in frame.columns and "method_config" in frame.columns:
+        frame = upgrade_legacy(frame, path or "merged file")
+    frame = frame.copy()
+    if "versions" in frame.columns:
+        frame["versions"] = frame["versions"].map(
+            lambda v: v if isinstance(v, dict) else dict(v) if v is not None else {}
+        )
+    for col in method_columns(frame):
+        if frame[col].dtype == object:
+            frame[col] = _objects(frame[col], lambda v: v.tolist() if hasattr(v, "tolist") else v)
+    if EXPERIMENTS in frame.columns:
+        frame[EXPERIMENTS] = _objects(frame[EXPERIMENTS], _as_list)
+    return frame
+
+
+def _objects(column: pd.Series, convert) -> pd.Series:
+    """``convert`` applied to each value, kept as objects (``map`` would infer a dtype and
+    turn integers beside nulls into floats)."""
+    return pd.Series([convert(v) for v in column], index=column.index, dtype=object)
+
+
+def load(path: str | Path | None = None) -> pd.DataFrame:
+    """Read a merged results file (default: :func:`results_file`)."""
+    path = Path(path) if path is not None else results_file()
+    if not path.exists():
+        raise FileNotFoundError(f"no merged results at {path}; run `python -m analysis.collect`")
+    with open(path, "rb") as f:
+        table = pq.read_table(f)
+    frame = table.to_pandas()
+    for col in method_columns(frame):  # Python values: integers stay integers beside nulls
+        frame[col] = pd.Series(table[col].to_pylist(), index=frame.index, dtype=object)
+    return normalize(frame, path)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -90,8 +258,11 @@ def main(argv: list[str] | None = None) -> Path:
     )
     args = parser.parse_args(argv)
     out = args.out or results_file(args.results_dir)
-    merged = collect([args.results_dir, *args.extra], out)
-    print(f"[collect] {merged['config_hash'].nunique()} runs, {len(merged)} rows -> {out}")
+    result = merge([args.results_dir, *args.extra])
+    write_merged(result.frame, out)
+    frame = result.frame
+    skipped = f", {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""
+    print(f"[collect] {frame['config_hash'].nunique()} runs, {len(frame)} rows{skipped} -> {out}")
     return out
 
 

@@ -1,14 +1,25 @@
-"""The paper's tables from merged results, as Markdown and LaTeX.
+"""The paper's tables from merged results, as Markdown and LaTeX. They refuse to guess.
 
-- Table 1, perplexity: rows model x method, columns sparsity x dataset; the dense model is one
-  row per model (its values repeated under each sparsity) and is not a candidate for "best".
-- Table 2, downstream accuracy at one sparsity (37.5% as in the paper): one column per task
-  plus their mean, in percent.
-- Pruning time: seconds in ``method.prune`` per model x method x sparsity.
+- ``table1_ppl`` (Table 1, perplexity): rows model x protocol x method (the protocols of one
+  model are adjacent row groups), columns sparsity x dataset. The dense model is one run per
+  model and protocol, its values repeated under each sparsity, and is never "best".
+- ``achieved_sparsity``: the fraction of decoder-block parameters each method actually
+  removed, per target sparsity (3 decimals): block methods overshoot under the paper's
+  protocol, SliceGPT undershoots.
+- ``table2_downstream`` (Table 2): accuracy (percent) per task and their mean at 37.5%.
+- ``pruning_time``: seconds in ``method.prune`` per target sparsity.
 
-The best value of each column within each model is bold (lowest perplexity, highest
-accuracy, lowest time). Every value column has a ``paper`` sibling filled from
-``analysis/published.csv`` where that file has the same model, method, sparsity and dataset.
+A table shows one experiment's rows, chosen by membership (the ``experiments`` column that
+:mod:`analysis.collect` writes; ``experiment`` for rows without it), and every cell must come
+from exactly one configuration. A cell fed by several configurations (an ablation sweep, two
+experiments mixed) raises :class:`AmbiguousCellError` naming the cell and the columns in which
+the configurations differ; ablation sweeps have their own views (:mod:`analysis.ablations`).
+
+Bold: the best value of each column within each model and protocol (lowest perplexity and
+time, highest accuracy). ``(paper)`` columns beside ours appear only when
+``analysis/published.csv`` has a number for some cell of the table (paper-protocol rows).
+Each table's notes say what its rows were computed with (evaluation windows and length,
+calibration read, device and dtype), read from the rows themselves.
 
     python -m analysis.tables [--results results/results.parquet] [--out results/tables]
                               [--experiment cpu_demo]
@@ -20,13 +31,14 @@ import argparse
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.collect import default_results_dir, load
+from analysis.collect import EXPERIMENTS, N_ATTN, load
 
 log = logging.getLogger(__name__)
 
@@ -34,87 +46,151 @@ PUBLISHED = Path(__file__).with_name("published.csv")
 PUBLISHED_COLUMNS = ["model", "method", "sparsity", "metric", "dataset", "value", "source_table"]
 METHOD_ORDER = ("dense", "twossp", "shortgpt", "window", "blockpruner", "evopress", "slicegpt")
 MODEL_ORDER = ("llama2_7b", "mistral_7b", "qwen2_5_7b", "phi3_medium")
-PPL_DATASETS = ("wikitext2", "c4", "ptb")
+PROTOCOL_ORDER = ("paper", "matched", "unrecorded")
+PPL_DATASETS = ("wikitext2", "c4", "fineweb_edu", "ptb")
 TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
-KEY = ["model", "method", "sparsity", "metric", "dataset"]
+DENSE = "dense"
+ROW_KEY = ["model", "protocol", "method"]
 OURS, PAPER = "ours", "paper"
+PAPER_SEQLEN = 2048  # the paper's evaluation and calibration window, named in notes only
+
+# Columns that describe a run's outcome or bookkeeping, not its configuration: never reported
+# as the difference between two configurations of one cell.
+NOT_SETTINGS = {
+    "run_id",
+    "config_hash",
+    "experiment",
+    EXPERIMENTS,
+    "git_sha",
+    "versions",
+    "created_at",
+    "achieved_sparsity",
+    "params_before",
+    "params_after",
+    "block_params_before",
+    "block_params_after",
+    "prune_seconds",
+    "metric",
+    "dataset",
+    "phase",
+    "value",
+    "variant",
+    "sparsity",
+    N_ATTN,
+}
+# Variant entries that are measurements rather than settings.
+VARIANT_RESULTS = {"tokens", "docs", "stderr", "acc_stderr", "acc_norm_stderr"}
+
+
+class AmbiguousCellError(ValueError):
+    """A table cell would be fed by more than one configuration."""
 
 
 @dataclass
 class Table:
-    """A rendered-to-be table: numeric values, a bold mask and how to print them.
+    """A table to render: numeric values, a bold mask and how to print them.
 
-    ``values`` has a (model, method) row index and tuple column labels whose last level is
-    ``"ours"`` or ``"paper"``; ``bold`` has the same shape.
+    ``values`` has a row index with named levels (the last one varies fastest, e.g. method)
+    and tuple column labels; for tables with a ``(paper)`` sibling the last level of each
+    label is ``"ours"`` or ``"paper"``. ``text`` (same shape, optional) holds preformatted
+    cells, e.g. ``"mean ± std (n=3)"``, used where not empty.
     """
 
     name: str
     title: str
     values: pd.DataFrame
-    bold: pd.DataFrame
+    bold: pd.DataFrame | None = None
     digits: int = 2
     notes: list[str] = field(default_factory=list)
+    text: pd.DataFrame | None = None
 
-    def cell(self, i: int, j: int, bold_fmt: str) -> str:
-        v = self.values.iloc[i, j]
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        text = f"{v:.{self.digits}f}"
-        return bold_fmt.format(text) if bool(self.bold.iloc[i, j]) else text
+    def cell(self, i: int, j: int, bold_fmt: str = "{}", escape=str) -> str:
+        text = self.text.iloc[i, j] if self.text is not None else ""
+        if not text:
+            v = self.values.iloc[i, j]
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                return ""
+            text = f"{v:.{self.digits}f}"
+        bold = self.bold is not None and bool(self.bold.iloc[i, j])
+        return bold_fmt.format(escape(text)) if bold else escape(text)
 
-    def _cells(self, i: int, bold_fmt: str) -> list[str]:
-        return [self.cell(i, j, bold_fmt) for j in range(self.values.shape[1])]
+    def _cells(self, i: int, bold_fmt: str, escape=str) -> list[str]:
+        return [self.cell(i, j, bold_fmt, escape) for j in range(self.values.shape[1])]
+
+    @property
+    def row_names(self) -> list[str]:
+        return [str(n) for n in self.values.index.names]
+
+    def _labels(self) -> list[tuple]:
+        """Column labels without the ``ours`` level when no ``paper`` column exists."""
+        cols = [c if isinstance(c, tuple) else (c,) for c in self.values.columns]
+        if cols and all(c[-1] in (OURS, PAPER) for c in cols):
+            if all(c[-1] == OURS for c in cols):
+                return [c[:-1] for c in cols]
+        return cols
+
+    def headers(self) -> list[str]:
+        out = []
+        for col in self._labels():
+            if col[-1] == PAPER:
+                out.append("(paper)")
+            else:
+                out.append(" ".join(str(p) for p in (col[:-1] if col[-1] == OURS else col)))
+        return out
 
     def to_markdown(self) -> str:
-        heads = [
-            " ".join(str(p) for p in col[:-1]) if col[-1] == OURS else "(paper)"
-            for col in self.values.columns
-        ]
+        names = self.row_names
         lines = [
             f"**{self.title}**",
             "",
-            "| model | method | " + " | ".join(heads) + " |",
-            "|" + "---|" * 2 + "---:|" * len(heads),
+            "| " + " | ".join([*names, *self.headers()]) + " |",
+            "|" + "---|" * len(names) + "---:|" * self.values.shape[1],
         ]
         for i, row in enumerate(self.values.index):
-            cells = self._cells(i, "**{}**")
-            lines.append(f"| {row[0]} | {row[1]} | " + " | ".join(cells) + " |")
+            row = row if isinstance(row, tuple) else (row,)
+            cells = [*map(str, row), *self._cells(i, "**{}**")]
+            lines.append("| " + " | ".join(cells) + " |")
         lines += [""] + [f"_{n}_" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
     def to_latex(self) -> str:
-        cols = list(self.values.columns)
-        depth = len(cols[0])
+        names = self.row_names
+        cols = self._labels()
+        depth = max(len(c) for c in cols)
+        cols = [c + ("",) * (depth - len(c)) for c in cols]
+        k = len(names)
         out = [
             f"% {self.title}",
             *[f"% {n}" for n in self.notes],
-            "\\begin{tabular}{ll" + "r" * len(cols) + "}",
+            "\\begin{tabular}{" + "l" * k + "r" * len(cols) + "}",
             "\\toprule",
         ]
         for level in range(depth):
-            cells, rules, i = ["", ""], [], 0
+            cells, rules, i = [""] * k, [], 0
             while i < len(cols):
                 j = i
                 while j + 1 < len(cols) and cols[j + 1][: level + 1] == cols[i][: level + 1]:
                     j += 1
-                label = _tex(cols[i][level])
+                label = "(paper)" if cols[i][level] == PAPER else _tex(cols[i][level])
+                label = "" if cols[i][level] == OURS else label
                 span = j - i + 1
                 cells.append(f"\\multicolumn{{{span}}}{{c}}{{{label}}}" if span > 1 else label)
                 if span > 1 and level < depth - 1:
-                    rules.append(f"\\cmidrule(lr){{{i + 3}-{j + 3}}}")
+                    rules.append(f"\\cmidrule(lr){{{i + k + 1}-{j + k + 1}}}")
                 i = j + 1
             if level == depth - 1:
-                cells[:2] = ["model", "method"]
+                cells[:k] = [_tex(n) for n in names]
             out.append(" & ".join(cells) + " \\\\")
             out.extend(rules)
         out.append("\\midrule")
         previous = None
         for i, row in enumerate(self.values.index):
-            if previous is not None and row[0] != previous:
+            row = row if isinstance(row, tuple) else (row,)
+            if previous is not None and row[:-1] != previous:
                 out.append("\\midrule")
-            previous = row[0]
-            cells = self._cells(i, "\\textbf{{{}}}")
-            out.append(" & ".join([_tex(row[0]), _tex(row[1]), *cells]) + " \\\\")
+            previous = row[:-1]
+            cells = self._cells(i, "\\textbf{{{}}}", _tex)
+            out.append(" & ".join([*map(_tex, row), *cells]) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(out) + "\n"
 
@@ -127,6 +203,7 @@ def _tex(text) -> str:
         ("%", "\\%"),
         ("&", "\\&"),
         ("#", "\\#"),
+        ("±", "$\\pm$"),
     ):
         text = text.replace(a, b)
     return text
@@ -137,7 +214,7 @@ def sparsity_label(s: float) -> str:
 
 
 def ordered(values, preferred) -> list:
-    values = list(dict.fromkeys(values))
+    values = [v for v in dict.fromkeys(values) if isinstance(v, str)]
     return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
 
 
@@ -155,43 +232,303 @@ def load_published(path: str | Path | None = PUBLISHED) -> pd.DataFrame:
     return pub
 
 
-def tidy(frame: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
-    """One value per (model, method, sparsity, metric, dataset): the newest run's."""
-    if experiment is not None:
-        frame = frame[frame["experiment"] == experiment]
-    out = frame.assign(sparsity=frame["target_sparsity"].astype(float).round(4))
-    out = out.sort_values(["created_at", "run_id"])
-    dupes = out.duplicated(KEY, keep="last")
-    if dupes.any():
-        log.info("%d rows superseded by newer runs of the same model/method/sparsity", dupes.sum())
-    return out[~dupes]
+# --- selecting rows and refusing to guess -------------------------------------------------
 
 
-def _paper_value(pub: pd.DataFrame, model, method, sparsity, metric, dataset) -> float:
-    hit = pub[
-        (pub["model"] == model)
-        & (pub["method"] == method)
-        & (pub["metric"] == metric)
-        & (pub["dataset"] == dataset)
+def select(frame: pd.DataFrame, experiment: str | None) -> pd.DataFrame:
+    """The rows of ``experiment`` (all rows for None), by membership.
+
+    Rows carry the experiments their configuration belongs to (``experiments``, written by
+    :mod:`analysis.collect`); a row without that list belongs to its ``experiment``.
+    """
+    if experiment is None:
+        return frame
+    own = frame["experiment"] == experiment
+    if EXPERIMENTS not in frame.columns:
+        return frame[own]
+    listed = frame[EXPERIMENTS].map(lambda e: experiment in e if _is_list(e) else False)
+    return frame[own | listed]
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def with_sparsity(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus a ``sparsity`` column: the target rounded to 4 places, 0 for dense
+    (whose one run serves every sparsity)."""
+    target = frame["target_sparsity"].astype(float).round(4)
+    return frame.assign(sparsity=target.where(frame["method"] != DENSE, 0.0))
+
+
+def _show(value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if _is_list(value) or isinstance(value, dict):
+        return json.dumps(list(value) if _is_list(value) else value, default=str)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def _sort_key(text: str):
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def differing_settings(rows: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """The settings in which the configurations of ``rows`` differ, with their values."""
+    per_config = rows.drop_duplicates("config_hash")
+    out = []
+    for col in per_config.columns:
+        if col in NOT_SETTINGS:
+            continue
+        shown = sorted({_show(v) for v in per_config[col]}, key=_sort_key)
+        if len(shown) > 1:
+            out.append((col, shown))
+    variants = [json.loads(v) if isinstance(v, str) and v else {} for v in per_config["variant"]]
+    for key in sorted(set().union(*variants) - VARIANT_RESULTS):
+        shown = sorted({_show(v.get(key)) for v in variants}, key=_sort_key)
+        if len(shown) > 1:
+            out.append((f"variant.{key}", shown))
+    return out
+
+
+def _cell_label(key: list[str], values: tuple) -> str:
+    named = dict(zip(key, values, strict=True))
+    parts = []
+    for col, v in named.items():
+        if col in ("metric", "dataset"):
+            continue
+        parts.append(sparsity_label(v) if col == "sparsity" else _show(v))
+    if "metric" in named:
+        dataset = named.get("dataset")
+        parts.append(named["metric"] + (f"/{dataset}" if isinstance(dataset, str) else ""))
+    return "(" + ", ".join(parts) + ")"
+
+
+def unique_cells(rows: pd.DataFrame, key: list[str], table: str) -> pd.DataFrame:
+    """``rows`` with one row per ``key``; raises when a key holds several configurations.
+
+    One run copied under several config hashes (dense across a sparsity sweep, as older code
+    did) is one measurement, not several configurations.
+
+    Raises:
+        AmbiguousCellError: the first cell fed by more than one configuration, with the
+            settings in which they differ.
+    """
+    rows = rows.drop_duplicates([*key, "run_id"])
+    if rows.empty:
+        return rows
+    counts = rows.groupby(key, dropna=False, sort=False)["config_hash"].nunique()
+    ambiguous = counts[counts > 1]
+    if ambiguous.empty:
+        return rows.reset_index(drop=True)
+    cell = ambiguous.index[0] if len(key) > 1 else (ambiguous.index[0],)
+    mask = np.ones(len(rows), dtype=bool)
+    for col, v in zip(key, cell, strict=True):
+        column = rows[col]
+        mask &= column.isna().to_numpy() if _missing(v) else (column == v).to_numpy()
+    diffs = differing_settings(rows[mask])
+    what = (
+        "differ in " + "; ".join(f"{c} ({', '.join(vs)})" for c, vs in diffs)
+        if diffs
+        else "differ in no recorded column (config hashes "
+        + ", ".join(sorted(rows.loc[mask, "config_hash"].unique()))
+        + ")"
+    )
+    more = f" ({len(ambiguous) - 1} more such cells)" if len(ambiguous) > 1 else ""
+    raise AmbiguousCellError(
+        f"{table}: cell {_cell_label(key, cell)} holds {int(ambiguous.iloc[0])} "
+        f"configurations that {what}{more}; render them with an ablation view "
+        "(python -m analysis.tables --experiment <ablation>) or select one experiment"
+    )
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+# --- notes: what the rows were computed with ----------------------------------------------
+
+
+def _span(values) -> str:
+    values = sorted({int(v) for v in values if not _missing(v)})
+    if not values:
+        return "?"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def eval_note(rows: pd.DataFrame) -> str | None:
+    """How the perplexity rows were scored: windows x tokens per dataset."""
+    ppl = rows[rows["metric"] == "ppl"]
+    if ppl.empty:
+        return None
+    parts, seqlens = {}, set()
+    for dataset in ordered(ppl["dataset"], PPL_DATASETS):
+        variants = [json.loads(v) for v in ppl.loc[ppl["dataset"] == dataset, "variant"]]
+        windows = _span(v.get("windows") for v in variants)
+        seqlen = _span(v.get("seqlen") for v in variants)
+        seqlens |= {v.get("seqlen") for v in variants}
+        parts[dataset] = (
+            f"{windows} x {seqlen}" if windows != "?" else f"? x {seqlen} (count not recorded)"
+        )
+    if len(set(parts.values())) == 1:
+        text = f"each dataset {next(iter(parts.values()))}"
+    else:
+        text = ", ".join(f"{d} {p}" for d, p in parts.items())
+    paper = (
+        f" (the paper scores every window of {PAPER_SEQLEN} tokens)"
+        if seqlens != {PAPER_SEQLEN}
+        else ""
+    )
+    return f"Perplexity scored on windows x tokens: {text}{paper}."
+
+
+def calib_note(rows: pd.DataFrame) -> str | None:
+    """What calibration the pruned rows read: dataset, windows x tokens per method, seeds."""
+    runs = rows.drop_duplicates("config_hash")
+    runs = runs[runs["calib_dataset"].notna() & (runs["method"] != DENSE)]
+    if runs.empty:
+        return None
+    per_method = [
+        f"{m} {_span(sub['calib_windows'])} x {_span(sub['calib_seqlen'])}"
+        for m in ordered(runs["method"], METHOD_ORDER)
+        for sub in [runs[runs["method"] == m]]
     ]
-    if method != "dense":
-        hit = hit[np.isclose(hit["sparsity"], sparsity)]
-    return float(hit["value"].iloc[-1]) if len(hit) else float("nan")
+    datasets = ", ".join(ordered(runs["calib_dataset"], ()))
+    seeds = sorted({int(s) for s in runs["calib_seed"].dropna()})
+    seed_text = f"; calibration seed{'s' if len(seeds) > 1 else ''} {_list(seeds)}"
+    seqlens = {int(s) for s in runs["calib_seqlen"].dropna()}
+    paper = f" (the paper: windows of {PAPER_SEQLEN} tokens)" if seqlens - {PAPER_SEQLEN} else ""
+    return (
+        f"Calibration read from {datasets}, windows x tokens: {', '.join(per_method)}"
+        f"{seed_text}{paper}."
+    )
+
+
+def _list(values) -> str:
+    values = list(values)
+    if len(values) > 6:
+        return f"{values[0]}..{values[-1]} ({len(values)})"
+    return ", ".join(map(str, values))
+
+
+def _known(value) -> str:
+    return "?" if _missing(value) or value == "" else str(value)
+
+
+def runs_note(rows: pd.DataFrame) -> str | None:
+    runs = rows.drop_duplicates("config_hash")
+    if runs.empty:
+        return None
+    kinds = sorted(
+        {f"{_known(d)} / {_known(t)}" for d, t in zip(runs["device"], runs["dtype"], strict=True)}
+    )
+    text = f"Computed on {', '.join(kinds)} (device / dtype)."
+    if (runs["protocol"] == "unrecorded").any():
+        text += (
+            " Protocol 'unrecorded': run files of the first schema, from before protocols "
+            "and calibration were recorded."
+        )
+    return text
+
+
+def achieved_note(rows: pd.DataFrame, tolerance: float = 0.005) -> str | None:
+    runs = rows.drop_duplicates("config_hash")
+    runs = runs[runs["method"] != DENSE]
+    gap = (runs["achieved_sparsity"] - runs["target_sparsity"]).abs()
+    if runs.empty or not (gap > tolerance).any():
+        return None
+    return (
+        f"Columns are target sparsities; {int((gap > tolerance).sum())} of {len(runs)} runs "
+        f"are more than {tolerance:g} away from their target (see achieved_sparsity)."
+    )
+
+
+def context_notes(rows: pd.DataFrame) -> list[str]:
+    return [n for n in (eval_note(rows), calib_note(rows), runs_note(rows)) if n]
+
+
+# --- assembling tables ----------------------------------------------------------------------
+
+
+def row_index(rows: pd.DataFrame, key: list[str] = ROW_KEY) -> list[tuple]:
+    """Row labels of ``key`` in the paper's order (models, protocols, methods)."""
+    orders = {"model": MODEL_ORDER, "protocol": PROTOCOL_ORDER, "method": METHOD_ORDER}
+    combos = rows[key].drop_duplicates()
+
+    def rank(col, v):
+        if col in orders:
+            pref = orders[col]
+            return (pref.index(v), "") if v in pref else (len(pref), str(v))
+        return (0, v) if not isinstance(v, str) else (1, v)
+
+    order = sorted(
+        combos.itertuples(index=False, name=None),
+        key=lambda t: tuple(rank(c, v) for c, v in zip(key, t, strict=True)),
+    )
+    return list(order)
+
+
+def frame_of(cells: dict, index: list[tuple], cols: list[tuple], names: list[str]):
+    if not index or not cols:
+        return pd.DataFrame(dtype=float)
+    data = [[cells.get((r, c), float("nan")) for c in cols] for r in index]
+    return pd.DataFrame(
+        data,
+        index=pd.MultiIndex.from_tuples(index, names=names),
+        columns=pd.MultiIndex.from_tuples(cols),
+        dtype=float,
+    )
+
+
+def with_paper(ours: dict, paper: dict, index, base_cols, names) -> pd.DataFrame:
+    """Our values under ``(*col, "ours")``; ``(*col, "paper")`` siblings only when ``paper``
+    holds at least one number."""
+    cells = {(r, (*c, OURS)): v for (r, c), v in ours.items()}
+    cells.update({(r, (*c, PAPER)): v for (r, c), v in paper.items()})
+    sources = (OURS, PAPER) if paper else (OURS,)
+    cols = [(*c, s) for c in base_cols for s in sources]
+    return frame_of(cells, index, cols, names)
+
+
+def paper_values(pub: pd.DataFrame, index, points) -> dict:
+    """``{(row, col): value}`` for paper-protocol rows; ``points`` maps a column to its
+    (sparsity, metric, dataset)."""
+    out = {}
+    if pub.empty:
+        return out
+    for row in index:
+        model, protocol, method = row
+        if protocol != "paper":
+            continue
+        hits = pub[(pub["model"] == model) & (pub["method"] == method)]
+        for col, (s, metric, dataset) in points.items():
+            hit = hits[(hits["metric"] == metric) & (hits["dataset"] == dataset)]
+            if method != DENSE:
+                hit = hit[np.isclose(hit["sparsity"], s)]
+            if len(hit):
+                out[(row, col)] = float(hit["value"].iloc[-1])
+    return out
 
 
 def best_mask(
-    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = ("dense",)
+    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = (DENSE,)
 ) -> pd.DataFrame:
-    """True where a value is the best of its ``ours`` column within its model block."""
+    """True where a value is the best of its ``ours`` column within its row block (every
+    index level but the last: model and protocol); ``exclude`` rows never count."""
     mask = pd.DataFrame(False, index=values.index, columns=values.columns)
-    models = values.index.get_level_values(0)
-    candidate = ~values.index.get_level_values(1).isin(list(exclude))
+    blocks = [tuple(r[:-1]) for r in values.index]
+    candidate = ~values.index.get_level_values(-1).isin(list(exclude))
     for j, col in enumerate(values.columns):
-        if col[-1] != OURS:
+        if isinstance(col, tuple) and col[-1] == PAPER:
             continue
         column = values.iloc[:, j].to_numpy(dtype=float)
-        for model in models.unique():
-            sel = (models == model) & candidate & ~np.isnan(column)
+        for block in dict.fromkeys(blocks):
+            sel = np.array([b == block for b in blocks]) & candidate & ~np.isnan(column)
             if not sel.any():
                 continue
             best = column[sel].min() if lower_is_better else column[sel].max()
@@ -200,18 +537,9 @@ def best_mask(
     return mask
 
 
-def _frame(cells: dict, rows: list, cols: list) -> pd.DataFrame:
-    index = pd.MultiIndex.from_tuples(rows, names=["model", "method"])
-    data = [[cells.get((r, c), float("nan")) for c in cols] for r in rows]
-    return pd.DataFrame(data, index=index, columns=pd.MultiIndex.from_tuples(cols), dtype=float)
-
-
-def _rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    rows = []
-    for model in ordered(frame["model"], MODEL_ORDER):
-        methods = frame.loc[frame["model"] == model, "method"]
-        rows += [(model, m) for m in ordered(methods, METHOD_ORDER)]
-    return rows
+def _metric_rows(frame: pd.DataFrame, experiment: str | None, metric: str) -> pd.DataFrame:
+    rows = select(frame, experiment)
+    return with_sparsity(rows[rows["metric"] == metric])
 
 
 def _limit_notes(frame: pd.DataFrame) -> list[str]:
@@ -232,34 +560,51 @@ def perplexity_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
 ) -> Table:
-    """Table 1: perplexity, model x method rows, sparsity x dataset columns."""
-    rows_ = tidy(frame, experiment)
-    rows_ = rows_[rows_["metric"] == "ppl"]
-    pub = load_published() if published is None else published
-    datasets = list(datasets or ordered(rows_["dataset"], PPL_DATASETS))
-    pruned = rows_[rows_["method"] != "dense"]
+    """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns."""
+    name = "table1_ppl"
+    rows = _metric_rows(frame, experiment, "ppl")
+    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    datasets = list(datasets or ordered(rows["dataset"], PPL_DATASETS))
+    pruned = rows[rows["method"] != DENSE]
     sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
-    cols = [
-        (sparsity_label(s), d, src) for s in sparsities for d in datasets for src in (OURS, PAPER)
-    ]
-    cells = {}
-    for r in rows_.itertuples():
-        targets = sparsities if r.method == "dense" else [r.sparsity]
-        for s in targets:
+    index = row_index(rows)
+    ours = {}
+    for r in rows[[*ROW_KEY, "sparsity", "dataset", "value"]].itertuples(index=False):
+        for s in sparsities if r.method == DENSE else [r.sparsity]:
             if s in sparsities and r.dataset in datasets:
-                cells[((r.model, r.method), (sparsity_label(s), r.dataset, OURS))] = r.value
-    rows = _rows(rows_)
-    for row in rows:
-        for s in sparsities:
-            for d in datasets:
-                v = _paper_value(pub, row[0], row[1], s, "ppl", d)
-                cells[(row, (sparsity_label(s), d, PAPER))] = v
-    values = _frame(cells, rows, cols)
+                ours[((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))] = r.value
+    base = [(sparsity_label(s), d) for s in sparsities for d in datasets]
+    points = {(sparsity_label(s), d): (s, "ppl", d) for s in sparsities for d in datasets}
+    pub = load_published() if published is None else published
+    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
     notes = [
-        "Perplexity (lower is better); bold: best pruned method per column and model. "
-        "Dense: the unpruned model, repeated under each sparsity."
+        "Perplexity (lower is better); bold: best pruned method per column within each model "
+        "and protocol. Dense: the unpruned model (one run), repeated under each sparsity."
     ]
-    return Table("table1_ppl", "Table 1: perplexity", values, best_mask(values, True), 2, notes)
+    notes += [n for n in (achieved_note(rows),) if n] + context_notes(rows)
+    return Table(name, "Table 1: perplexity", values, best_mask(values, True), 2, notes)
+
+
+def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
+    """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
+    name = "achieved_sparsity"
+    rows = with_sparsity(select(frame, experiment))
+    runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
+    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name)
+    sparsities = list(sparsities or sorted(runs["sparsity"].unique()))
+    index = row_index(runs)
+    cells = {
+        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): r.achieved_sparsity
+        for r in runs[[*ROW_KEY, "sparsity", "achieved_sparsity"]].itertuples(index=False)
+    }
+    values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], ROW_KEY)
+    notes = [
+        "Fraction of decoder-block parameters removed, per target sparsity (columns). "
+        "Each protocol has its own budget rule: under protocol=paper block-granular methods "
+        "remove whole blocks (overshooting the target) and SliceGPT slices the embedding "
+        "dimension (undershooting it); protocol=matched takes the nearest reachable budget."
+    ]
+    return Table(name, "Achieved sparsity", values, None, 3, notes)
 
 
 def downstream_table(
@@ -271,40 +616,39 @@ def downstream_table(
     experiment: str | None = None,
 ) -> Table:
     """Table 2: accuracy (percent) per task and their mean at one sparsity."""
-    rows_ = tidy(frame, experiment)
-    rows_ = rows_[
-        (rows_["metric"] == metric)
-        & (np.isclose(rows_["sparsity"], sparsity) | (rows_["method"] == "dense"))
-    ]
-    pub = load_published() if published is None else published
-    tasks = list(tasks or ordered(rows_["dataset"], TASKS))
-    cols = [(t, src) for t in [*tasks, "avg"] for src in (OURS, PAPER)]
-    rows = _rows(rows_)
-    cells = {
-        ((r.model, r.method), (r.dataset, OURS)): 100 * r.value
-        for r in rows_.itertuples()
+    name = "table2_downstream"
+    rows = _metric_rows(frame, experiment, metric)
+    rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
+    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    tasks = list(tasks or ordered(rows["dataset"], TASKS))
+    index = row_index(rows)
+    ours = {
+        ((r.model, r.protocol, r.method), (r.dataset,)): 100 * r.value
+        for r in rows[[*ROW_KEY, "dataset", "value"]].itertuples(index=False)
         if r.dataset in tasks
     }
-    for row in rows:
-        for t in tasks:
-            cells[(row, (t, PAPER))] = 100 * _paper_value(pub, *row, sparsity, metric, t)
-        for src in (OURS, PAPER):
-            got = [cells.get((row, (t, src)), float("nan")) for t in tasks]
-            cells[(row, ("avg", src))] = (
-                float(np.mean(got)) if not np.isnan(got).any() else float("nan")
-            )
-    values = _frame(cells, rows, cols)
+    pub = load_published() if published is None else published
+    paper = paper_values(pub, index, {(t,): (sparsity, metric, t) for t in tasks})
+    paper = {k: 100 * v for k, v in paper.items()}
+    for cells in (ours, paper):
+        for row in index:
+            got = [cells.get((row, (t,)), float("nan")) for t in tasks]
+            if tasks and not np.isnan(got).any():
+                cells[(row, ("avg",))] = float(np.mean(got))
+    values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], ROW_KEY)
     notes = [
         f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
-        "better); avg = mean over the tasks, shown when all are present."
+        "better); avg = mean over the tasks, shown when all are present; bold: best pruned "
+        "method per column within each model and protocol."
     ]
+    notes += _limit_notes(rows) + [n for n in (calib_note(rows), runs_note(rows)) if n]
     return Table(
-        "table2_downstream",
+        name,
         f"Table 2: downstream accuracy at {sparsity_label(sparsity)} sparsity",
         values,
         best_mask(values, False),
         2,
-        notes + _limit_notes(rows_),
+        notes,
     )
 
 
@@ -314,52 +658,61 @@ def time_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
 ) -> Table:
-    """Pruning time in seconds per model x method (rows) and sparsity (columns)."""
-    runs = tidy(frame, experiment)
-    runs = runs[runs["method"] != "dense"].drop_duplicates("run_id")
-    runs = runs.sort_values("created_at").drop_duplicates(
-        ["model", "method", "sparsity"], keep="last"
-    )
-    pub = load_published() if published is None else published
+    """Pruning time in seconds per (model, protocol, method) and target sparsity."""
+    name = "pruning_time"
+    rows = with_sparsity(select(frame, experiment))
+    runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
+    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name)
     sparsities = list(sparsities or sorted(runs["sparsity"].unique()))
-    cols = [(sparsity_label(s), src) for s in sparsities for src in (OURS, PAPER)]
-    rows = _rows(runs)
-    cells = {
-        ((r.model, r.method), (sparsity_label(r.sparsity), OURS)): r.prune_seconds
-        for r in runs.itertuples()
+    index = row_index(runs)
+    ours = {
+        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): r.prune_seconds
+        for r in runs[[*ROW_KEY, "sparsity", "prune_seconds"]].itertuples(index=False)
     }
-    for row in rows:
-        for s in sparsities:
-            cells[(row, (sparsity_label(s), PAPER))] = _paper_value(
-                pub, *row, s, "prune_seconds", ""
-            )
-    values = _frame(cells, rows, cols)
-    return Table(
-        "pruning_time",
-        "Pruning time (seconds)",
-        values,
-        best_mask(values, True),
-        2,
-        [
-            "Wall-clock seconds in method.prune (lower is better), calibration "
-            "loading and evaluation excluded."
-        ],
-    )
+    points = {(sparsity_label(s),): (s, "prune_seconds", "") for s in sparsities}
+    pub = load_published() if published is None else published
+    base = [(sparsity_label(s),) for s in sparsities]
+    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    notes = [
+        "Wall-clock seconds in method.prune (lower is better), calibration loading and "
+        "evaluation excluded; compare only runs on the same hardware."
+    ] + [n for n in (runs_note(runs),) if n]
+    return Table(name, "Pruning time (seconds)", values, best_mask(values, True), 2, notes)
 
 
 def all_tables(
-    frame: pd.DataFrame, experiment: str | None = None, published: pd.DataFrame | None = None
+    frame: pd.DataFrame,
+    experiment: str | None = None,
+    published: pd.DataFrame | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Table]:
+    """Every generic table that has rows. A table whose cells are ambiguous raises, unless
+    ``skipped`` is given: then its error message is appended there and it is left out (used
+    when an ablation view renders the same rows)."""
     pub = load_published() if published is None else published
-    tables = []
-    has = set(frame["metric"])
+    rows = select(frame, experiment)
+    has = set(rows["metric"].dropna())
+    builders = []
     if "ppl" in has:
-        tables.append(perplexity_table(frame, published=pub, experiment=experiment))
+        builders.append(lambda: perplexity_table(rows, published=pub))
+    if len(rows):
+        builders.append(lambda: achieved_table(rows))
     if "acc" in has:
-        tables.append(downstream_table(frame, published=pub, experiment=experiment))
-    if len(frame):
-        tables.append(time_table(frame, published=pub, experiment=experiment))
-    return [t for t in tables if len(t.values)]
+        builders.append(lambda: downstream_table(rows, published=pub))
+    if len(rows):
+        builders.append(lambda: time_table(rows, published=pub))
+    tables = []
+    for build in builders:
+        try:
+            table = build()
+        except AmbiguousCellError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
+        if table.values.size:
+            tables.append(table)
+    return tables
 
 
 def render(tables: list[Table], out_dir: str | Path) -> list[Path]:
@@ -375,6 +728,27 @@ def render(tables: list[Table], out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def experiment_tables(
+    frame: pd.DataFrame,
+    experiment: str | None,
+    published: pd.DataFrame | None = None,
+    skipped: list[str] | None = None,
+) -> list[Table]:
+    """The ablation views that apply to ``experiment``'s rows, then the generic tables.
+
+    When an ablation view applies, generic tables that its sweep makes ambiguous are left
+    out (their reason appended to ``skipped``); otherwise ambiguity raises.
+    """
+    from analysis import ablations
+
+    views = ablations.views(frame, experiment)
+    notes: list[str] = []
+    generic = all_tables(frame, experiment, published, notes if views else None)
+    if skipped is not None:
+        skipped.extend(notes)
+    return views + generic
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description="Render the paper's tables (md + tex).")
     parser.add_argument(
@@ -383,16 +757,37 @@ def main(argv: list[str] | None = None) -> list[Path]:
         default=None,
         help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
     )
-    parser.add_argument("--out", type=Path, default=default_results_dir() / "tables")
+    parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/tables")
     parser.add_argument("--experiment", default=None, help="only rows of this experiment")
     parser.add_argument("--published", type=Path, default=PUBLISHED)
     args = parser.parse_args(argv)
+    from analysis.collect import default_results_dir
+
+    out = args.out or default_results_dir() / "tables"
     frame = load(args.results)
-    tables = all_tables(frame, args.experiment, load_published(args.published))
-    paths = render(tables, args.out)
+    if args.experiment is not None and select(frame, args.experiment).empty:
+        known = sorted({e for es in frame.get(EXPERIMENTS, []) for e in es} or [])
+        print(
+            f"[tables] error: no rows of experiment {args.experiment!r}; present: {known}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    skipped: list[str] = []
+    try:
+        tables = experiment_tables(frame, args.experiment, load_published(args.published), skipped)
+    except AmbiguousCellError as exc:
+        print(f"[tables] error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    paths = render(tables, out)
     for t in tables:
         print(t.to_markdown())
-    print(f"[tables] wrote {len(paths)} files to {args.out}")
+    if skipped:
+        names = ", ".join(reason.split(":", 1)[0] for reason in skipped)
+        print(
+            f"[tables] not rendered: {names}; their cells would hold several points of the "
+            f"sweep, which the ablation views show (first: {skipped[0].split('; render')[0]})"
+        )
+    print(f"[tables] wrote {len(paths)} files to {out}")
     return paths
 
 

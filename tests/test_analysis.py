@@ -1,20 +1,38 @@
-"""analysis/: merge and dedupe run files, paper tables (bold best, LaTeX), plots, notebook."""
+"""analysis/: merge run files (membership, corrupt files), tables that refuse to guess (both
+protocols, achieved sparsity, bold, LaTeX, captions from the rows), ablation views, plots,
+the notebook, and a real ablation sweep on stories260K."""
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import collect, plots, tables
-from twossp.results import Metric, RunRecord, run_path, to_frame, write_run
+from analysis import ablations, collect, plots, tables
+from tests.conftest import needs_shared
+from twossp.results import Metric, RunRecord, add_members, plan_path, run_path, to_frame, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
+CALIB = {
+    "dataset": "c4_train",
+    "source": "local:c4.jsonl",
+    "n_samples": 16,
+    "seqlen": 64,
+    "seed": 0,
+    "packing": "stream",
+    "windows": 16,
+}
 
 # (model, method, sparsity) -> {dataset: ppl}; accuracies below. Dense is the best everywhere
-# but never bold; twossp wins wikitext2, shortgpt wins c4.
+# but never bold; twossp wins wikitext2, shortgpt wins c4 (protocol paper).
 PPL = {
     ("m_a", "dense", 0.0): {"wikitext2": 5.0, "c4": 7.0},
     ("m_a", "twossp", 0.25): {"wikitext2": 8.0, "c4": 11.0},
@@ -28,70 +46,95 @@ ACC = {  # at 37.5%
     ("m_a", "shortgpt", 0.375): {"arc_easy": 0.55, "piqa": 0.72},
 }
 SECONDS = {"twossp": 3.0, "shortgpt": 7.0, "dense": 0.0}
+OVERSHOOT = {"shortgpt": 0.4, "twossp": None}  # achieved sparsity (None: the target)
 
 
-def _write_run(results_dir, model, method, sparsity, created, values, run_id=None, chash=None):
+def _write_run(
+    results_dir,
+    model,
+    method,
+    sparsity,
+    created,
+    values,
+    run_id=None,
+    chash=None,
+    *,
+    protocol="paper",
+    params=None,
+    calib=None,
+    experiment="synthetic",
+    windows=4,
+    n_attn=None,
+):
+    chash = chash or f"{model}-{protocol}-{method}-{sparsity}"
+    achieved = OVERSHOOT.get(method) or sparsity
     record = RunRecord(
-        run_id=run_id or f"{method}{sparsity}",
-        config_hash=chash or f"{model}-{method}-{sparsity}",
-        experiment="synthetic",
+        run_id=run_id or f"run-{chash}",
+        config_hash=chash,
+        experiment=experiment,
+        protocol=protocol,
         model=model,
         model_path="/m",
         method=method,
-        method_config={},
+        method_params=params if params is not None else {},
         target_sparsity=sparsity,
-        achieved_sparsity=sparsity,
+        achieved_sparsity=achieved,
         params_before=100,
-        params_after=int(100 * (1 - sparsity)),
+        params_after=int(100 * (1 - achieved)),
         block_params_before=80,
         block_params_after=60,
-        prune_seconds=SECONDS[method],
+        prune_seconds=SECONDS.get(method, 1.0),
         seed=0,
+        dtype="float32",
+        device="cpu",
+        calib=None if method == "dense" else (calib or CALIB),
         git_sha="x",
         versions={},
     )
-    metrics = [Metric("ppl", d, v, {"seqlen": 8}) for d, v in values.get("ppl", {}).items()]
+    metrics = [
+        Metric("ppl", d, v, {"seqlen": 8, "windows": windows, "tokens": 8 * windows})
+        for d, v in values.get("ppl", {}).items()
+    ]
     metrics += [
         Metric("acc", t, v, {"task_version": "1.0", "limit": None})
         for t, v in values.get("acc", {}).items()
     ]
-    frame = to_frame(record, metrics).assign(created_at=created)
-    write_run(frame, run_path(results_dir, record.config_hash))
+    frame = to_frame(record, metrics).assign(created_at=pd.Timestamp(created))
+    write_run(frame, run_path(results_dir, chash))
+    add_members(results_dir, experiment, [chash])
+    if n_attn is not None:
+        path = plan_path(results_dir, chash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"attention": [], "info": {"n_attn": n_attn}}))
     return frame
+
+
+DAY1, DAY2, DAY3 = (f"2026-01-0{d}T00:00:00+00:00" for d in (1, 2, 3))
 
 
 @pytest.fixture
 def results_dir(tmp_path):
     root = tmp_path / "results"
     for key, ppl in PPL.items():
-        _write_run(root, *key, "2026-01-02T00:00:00+00:00", {"ppl": ppl, "acc": ACC.get(key, {})})
+        _write_run(root, *key, DAY2, {"ppl": ppl, "acc": ACC.get(key, {})})
     return root
 
 
-def test_collect_merges_and_keeps_the_newest_run_per_config(results_dir, tmp_path):
-    other = tmp_path / "other"  # an older and a newer copy of twossp@25% from another machine
-    _write_run(
-        other,
-        "m_a",
-        "twossp",
-        0.25,
-        "2026-01-01T00:00:00+00:00",
-        {"ppl": {"wikitext2": 99.0, "c4": 99.0}},
-        run_id="old",
-    )
-    _write_run(
-        tmp_path / "third",
-        "m_a",
-        "twossp",
-        0.25,
-        "2026-01-03T00:00:00+00:00",
-        {"ppl": {"wikitext2": 7.5, "c4": 10.0}},
-        run_id="new",
-    )
-    out = tmp_path / "merged" / "results.parquet"
-    merged = collect.collect([results_dir, other, tmp_path / "third"], out)
+def _merged(*dirs):
+    return collect.collect(list(dirs))
 
-    assert out.exists() and len(pd.read_parquet(out)) == len(merged)
+
+# --- collect --------------------------------------------------------------------------------
+
+
+def test_collect_merges_and_keeps_the_newest_run_per_config(results_dir, tmp_path):
+    old, new = {"wikitext2": 99.0, "c4": 99.0}, {"wikitext2": 7.5, "c4": 10.0}
+    _write_run(tmp_path / "other", "m_a", "twossp", 0.25, DAY1, {"ppl": old}, "old")
+    _write_run(tmp_path / "third", "m_a", "twossp", 0.25, DAY3, {"ppl": new}, "new")
+    out = tmp_path / "merged" / "results.parquet"
+    merged = collect.collect([results_dir, tmp_path / "other", tmp_path / "third"], out)
+
+    assert out.exists() and len(collect.load(out)) == len(merged)
     assert merged["config_hash"].nunique() == len(PPL)
     twossp = merged[(merged["method"] == "twossp") & (merged["target_sparsity"] == 0.25)]
     assert set(twossp["run_id"]) == {"new"}
@@ -99,49 +142,152 @@ def test_collect_merges_and_keeps_the_newest_run_per_config(results_dir, tmp_pat
 
 
 def test_collect_keeps_a_reused_run_under_each_of_its_configs(tmp_path):
-    # dense computed once ("d1") and copied under a second sparsity's hash; later the first
+    # dense computed once ("d1") and copied under a second hash (older code); later the first
     # config is recomputed ("d2"): each hash keeps exactly its newest run.
     ppl = {"ppl": {"wikitext2": 5.0}}
-    for chash, created, run_id in (
-        ("dense-a", "2026-01-01T00:00:00+00:00", "d1"),
-        ("dense-b", "2026-01-01T00:00:00+00:00", "d1"),
-    ):
-        _write_run(tmp_path / "r1", "m", "dense", 0.0, created, ppl, run_id=run_id, chash=chash)
-    _write_run(
-        tmp_path / "r2", "m", "dense", 0.0, "2026-01-02T00:00:00+00:00", ppl, "d2", "dense-a"
-    )
+    for chash in ("dense-a", "dense-b"):
+        _write_run(tmp_path / "r1", "m", "dense", 0.0, DAY1, ppl, "d1", chash)
+    _write_run(tmp_path / "r2", "m", "dense", 0.0, DAY2, ppl, "d2", "dense-a")
     merged = collect.collect([tmp_path / "r1", tmp_path / "r2"])
     pairs = set(zip(merged["config_hash"], merged["run_id"], strict=True))
     assert pairs == {("dense-a", "d2"), ("dense-b", "d1")} and len(merged) == 2
 
 
-def test_collect_cli_writes_results_parquet(results_dir):
-    out = collect.main(["--results-dir", str(results_dir)])
+def test_collect_skips_and_names_a_corrupt_file(results_dir, caplog, capsys):
+    bad = results_dir / "runs" / "broken.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    (results_dir / "runs" / "empty.parquet").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        out = collect.main(["--results-dir", str(results_dir)])
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("broken.parquet" in w for w in warned) and any("empty.parquet" in w for w in warned)
+    assert all("\n" not in w for w in warned)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("[collect] 5 runs") and "2 unreadable file(s) skipped" in line
     assert out == results_dir / "results.parquet" and out.exists()
 
 
-def _merged(results_dir):
-    return collect.collect([results_dir])
+def test_collect_keeps_list_columns_membership_and_plan_facts(tmp_path):
+    root = tmp_path / "r"
+    evo = {"survivors": [2, 1], "tokens": [2048, 32768], "offspring": 32}
+    _write_run(root, "m", "evopress", 0.25, DAY2, {"ppl": {"wikitext2": 9.0}}, params=evo)
+    twossp = {"alpha": 1.5, "n_calib_stage1": 32}
+    _write_run(
+        root, "m", "twossp", 0.25, DAY2, {"ppl": {"wikitext2": 8.0}}, params=twossp, n_attn=3
+    )
+    add_members(root, "other_exp", ["m-paper-twossp-0.25"])
+    collect.main(["--results-dir", str(root)])
+    frame = collect.load(root / "results.parquet").set_index("method")
+    assert frame.loc["evopress", "method.survivors"] == [2, 1]
+    assert frame.loc["evopress", "method.tokens"] == [2048, 32768]
+    assert frame.loc["twossp", "method.survivors"] is None
+    offspring = frame.loc["evopress", "method.offspring"]  # an int beside nulls stays an int
+    assert offspring == 32 and isinstance(offspring, int)
+    assert frame.loc["twossp", "experiments"] == ["other_exp", "synthetic"]
+    assert frame.loc["evopress", "experiments"] == ["synthetic"]
+    assert frame.loc["twossp", "plan_n_attn"] == 3
+    assert pd.isna(frame.loc["evopress", "plan_n_attn"])
+
+
+# --- generic tables -------------------------------------------------------------------------
 
 
 def test_perplexity_table_bolds_the_best_pruned_value_per_column(results_dir):
+    md = tables.perplexity_table(_merged(results_dir)).to_markdown()
+    assert "| model | protocol | method | 25% wikitext2 | 25% c4 | 37.5% wikitext2 |" in md
+    assert "| m_a | paper | twossp | **8.00** | 11.00 | **10.00** | 14.00 |" in md
+    assert "| m_a | paper | shortgpt | 9.00 | **10.50** | 12.00 | **13.00** |" in md
+    # dense: one row, repeated under each sparsity, never bold although it is the lowest
+    assert md.count("| m_a | paper | dense |") == 1
+    assert "| m_a | paper | dense | 5.00 | 7.00 | 5.00 | 7.00 |" in md
+    assert "(paper)" not in md  # the shipped published.csv has no matching row
+
+
+def test_table1_renders_both_protocols_as_row_groups(results_dir):
+    for key, ppl in PPL.items():  # matched: shortgpt wins wikitext2 at 25%
+        shifted = {d: v + (3.0 if key[1] == "twossp" else 0.0) for d, v in ppl.items()}
+        _write_run(results_dir, *key, DAY2, {"ppl": shifted}, protocol="matched")
     t = tables.perplexity_table(_merged(results_dir))
     md = t.to_markdown()
-    assert "| m_a | twossp | **8.00** |  | 11.00 |  | **10.00** |  | 14.00 |" in md
-    assert "| m_a | shortgpt | 9.00 |  | **10.50** |  | 12.00 |  | **13.00** |" in md
-    # dense: one row, repeated under each sparsity, never bold although it is the lowest
-    assert md.count("| m_a | dense |") == 1
-    assert "| m_a | dense | 5.00 |  | 7.00 |  | 5.00 |  | 7.00 |" in md
-    assert "25% wikitext2 | (paper)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| m_a |")]
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["paper", "dense"],
+        ["paper", "twossp"],
+        ["paper", "shortgpt"],
+        ["matched", "dense"],
+        ["matched", "twossp"],
+        ["matched", "shortgpt"],
+    ]
+    assert "| m_a | paper | twossp | **8.00** |" in md
+    assert (
+        "| m_a | matched | twossp | 11.00 |" in md
+        and "| m_a | matched | shortgpt | **9.00** |" in md
+    )
+    tex = t.to_latex()  # a rule between the protocol blocks
+    assert tex.count("\\midrule") == 2 and "m\\_a & matched & shortgpt & \\textbf{9.00}" in tex
+
+
+def test_a_table_refuses_a_cell_holding_two_configurations(results_dir):
+    for alpha, ppl in ((1.5, 8.0), (2.0, 9.5)):
+        _write_run(
+            results_dir,
+            "stories260k",
+            "twossp",
+            0.375,
+            DAY2,
+            {"ppl": {"wikitext2": ppl}},
+            chash=f"alpha{alpha}",
+            params={"alpha": alpha, "n_calib_stage1": 32},
+        )
+    frame = _merged(results_dir)
+    with pytest.raises(tables.AmbiguousCellError) as err:
+        tables.perplexity_table(frame, experiment="synthetic")
+    message = str(err.value)
+    assert isinstance(err.value, ValueError)
+    assert "table1_ppl: cell (stories260k, paper, twossp, 37.5%, ppl/wikitext2)" in message
+    assert "holds 2 configurations that differ in method.alpha (1.5, 2.0)" in message
+    assert "n_calib_stage1" not in message and "ablation view" in message
+    with pytest.raises(tables.AmbiguousCellError, match="pruning_time: cell"):
+        tables.time_table(frame)
+
+
+def test_plots_refuse_an_ambiguous_point_outside_an_ablation(results_dir):
+    for stage2 in (1, 2):
+        _write_run(
+            results_dir, "m_a", "twossp", 0.5, DAY2, {"ppl": {"wikitext2": 8.0}},
+            chash=f"stage2-{stage2}", params={"n_calib_stage2": stage2},
+        )  # fmt: skip
+    frame = _merged(results_dir)
+    with pytest.raises(tables.AmbiguousCellError, match=r"method.n_calib_stage2 \(1, 2\)"):
+        plots.all_plots(frame, results_dir / "plots", "synthetic")
+    with pytest.raises(tables.AmbiguousCellError, match="table1_ppl: cell"):
+        tables.experiment_tables(frame, "synthetic")
+
+
+def test_achieved_sparsity_table_has_three_decimals_per_protocol(results_dir):
+    t = tables.achieved_table(_merged(results_dir))
+    md = t.to_markdown()
+    assert "| model | protocol | method | 25% | 37.5% |" in md
+    assert "| m_a | paper | shortgpt | 0.400 | 0.400 |" in md
+    assert "| m_a | paper | twossp | 0.250 | 0.375 |" in md
+    assert "| m_a | paper | dense |" not in md and "**" not in md.split("\n", 1)[1]
+
+
+def test_captions_state_what_the_rows_were_computed_with(results_dir):
+    notes = " ".join(tables.perplexity_table(_merged(results_dir)).notes)
+    assert "each dataset 4 x 8" in notes and "every window of 2048" in notes
+    assert "twossp 16 x 64" in notes and "shortgpt 16 x 64" in notes
+    assert "cpu / float32" in notes
+    assert "2 of 4 runs are more than" in notes  # shortgpt overshoots at both sparsities
 
 
 def test_tables_render_latex_with_bold_and_escaped_names(results_dir):
     frame = _merged(results_dir)
     tex = tables.perplexity_table(frame).to_latex()
     assert tex.count("\\begin{tabular}") == 1 and "\\bottomrule" in tex
-    assert "\\multicolumn{4}{c}{25\\%}" in tex and "\\multicolumn{2}{c}{wikitext2}" in tex
-    assert "m\\_a & twossp & \\textbf{8.00} &  & 11.00" in tex
-    assert "m\\_a & dense & 5.00" in tex and "\\textbf{5.00}" not in tex
+    assert "\\multicolumn{2}{c}{25\\%}" in tex and "model & protocol & method" in tex
+    assert "m\\_a & paper & twossp & \\textbf{8.00} & 11.00" in tex
+    assert "m\\_a & paper & dense & 5.00" in tex and "\\textbf{5.00}" not in tex
     acc = tables.downstream_table(frame).to_latex()
     assert "arc\\_easy" in acc and "\\textbf{61.00}" in acc and "\\textbf{72.00}" in acc
 
@@ -149,86 +295,296 @@ def test_tables_render_latex_with_bold_and_escaped_names(results_dir):
 def test_downstream_table_average_and_highest_is_bold(results_dir):
     t = tables.downstream_table(_merged(results_dir), sparsity=0.375)
     avg = t.values[("avg", "ours")]
-    assert avg[("m_a", "twossp")] == pytest.approx(65.5)
-    assert avg[("m_a", "shortgpt")] == pytest.approx(63.5)
-    assert bool(t.bold.loc[("m_a", "twossp"), ("avg", "ours")])
-    assert not t.bold.loc[("m_a", "dense")].any()
+    assert avg[("m_a", "paper", "twossp")] == pytest.approx(65.5)
+    assert avg[("m_a", "paper", "shortgpt")] == pytest.approx(63.5)
+    assert bool(t.bold.loc[("m_a", "paper", "twossp"), ("avg", "ours")])
+    assert not t.bold.loc[("m_a", "paper", "dense")].any()
 
 
 def test_time_table_bolds_the_fastest(results_dir):
     t = tables.time_table(_merged(results_dir))
-    assert "dense" not in t.values.index.get_level_values(1)
-    assert bool(t.bold.loc[("m_a", "twossp"), ("37.5%", "ours")])
-    assert "**3.00**" in t.to_markdown()
+    assert "dense" not in t.values.index.get_level_values("method")
+    assert bool(t.bold.loc[("m_a", "paper", "twossp"), ("37.5%", "ours")])
+    assert "| m_a | paper | twossp | **3.00** | **3.00** |" in t.to_markdown()
 
 
-def test_paper_column_reads_published_numbers(results_dir):
-    pub = pd.DataFrame(
-        [
-            {
-                "model": "m_a",
-                "method": "twossp",
-                "sparsity": 0.375,
-                "metric": "ppl",
-                "dataset": "wikitext2",
-                "value": 9.87,
-                "source_table": "Table 1",
-            }
-        ]
-    )
-    t = tables.perplexity_table(_merged(results_dir), published=pub)
-    assert t.values.loc[("m_a", "twossp"), ("37.5%", "wikitext2", "paper")] == 9.87
-    assert "| 10.00 | 9.87 |" in t.to_markdown().replace("**", "")
-    empty = tables.perplexity_table(_merged(results_dir))  # the shipped, empty published.csv
-    assert empty.values.xs("paper", axis=1, level=2).isna().all().all()
+def test_paper_columns_appear_only_with_a_matching_published_row(results_dir):
+    def pub(model):
+        row = {"model": model, "method": "twossp", "sparsity": 0.375, "metric": "ppl"}
+        return pd.DataFrame([{**row, "dataset": "wikitext2", "value": 9.87, "source_table": "1"}])
+
+    frame = _merged(results_dir)
+    t = tables.perplexity_table(frame, published=pub("m_a"))
+    assert t.values.loc[("m_a", "paper", "twossp"), ("37.5%", "wikitext2", "paper")] == 9.87
+    md = t.to_markdown()
+    assert "| 37.5% wikitext2 | (paper) |" in md and "| 10.00 | 9.87 |" in md.replace("**", "")
+    assert "(paper)" not in tables.perplexity_table(frame, published=pub("other")).to_markdown()
+    assert "(paper)" not in tables.perplexity_table(frame).to_markdown()
 
 
-def test_published_csv_ships_header_only():
+def test_published_csv_has_the_documented_columns():
     with open(ROOT / "analysis" / "published.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows == [tables.PUBLISHED_COLUMNS]
+        header = next(csv.reader(f))
+    assert header == tables.PUBLISHED_COLUMNS
+    assert list(tables.load_published().columns) == tables.PUBLISHED_COLUMNS
+
+
+def test_membership_puts_one_run_into_two_experiments_tables(tmp_path):
+    root = tmp_path / "r"
+    ppl = {"ppl": {"wikitext2": 8.0}}
+    _write_run(root, "m", "twossp", 0.5, DAY2, ppl, experiment="ablation_alpha")
+    _write_run(root, "m", "shortgpt", 0.5, DAY2, {"ppl": {"wikitext2": 9.0}}, experiment="table1")
+    add_members(root, "table1", ["m-paper-twossp-0.5"])  # the sweep found it finished
+    frame = _merged(root)
+    table1 = tables.perplexity_table(frame, experiment="table1").to_markdown()
+    alpha = tables.perplexity_table(frame, experiment="ablation_alpha").to_markdown()
+    assert "| m | paper | twossp | **8.00** |" in table1 and "| m | paper | shortgpt |" in table1
+    assert "| m | paper | twossp | **8.00** |" in alpha and "shortgpt" not in alpha
+    # the experiments column fallback: a frame without it uses `experiment`
+    legacy = frame.drop(columns=["experiments"])
+    assert "twossp" not in tables.perplexity_table(legacy, experiment="table1").to_markdown()
+
+
+def _write_legacy_run(root, method, sparsity, run_id, chash, ppl):
+    """A run file of the first schema: settings as JSON, text timestamp, no protocol."""
+    frame = _write_run(
+        root, "m", method, sparsity, DAY1, {"ppl": {"wikitext2": ppl}}, run_id, chash
+    )
+    old = frame[[c for c in frame.columns if not c.startswith(("method.", "calib_"))]]
+    old = old.drop(columns=["protocol", "model_revision", "model_fingerprint", "dtype", "phase"])
+    old = old.assign(method_config=json.dumps({"alpha": 1.5}), created_at=DAY1)
+    old.to_parquet(run_path(root, chash))
+
+
+def test_first_schema_runs_render_as_protocol_unrecorded(tmp_path):
+    root = tmp_path / "r"
+    for chash, s in (("dense-25", 0.25), ("dense-50", 0.5)):  # one run copied under 2 hashes
+        _write_legacy_run(root, "dense", s, "d1", chash, 5.0)
+    _write_legacy_run(root, "twossp", 0.5, "t1", "twossp-50", 9.0)
+    md = tables.perplexity_table(_merged(root), experiment="synthetic").to_markdown()
+    assert "| m | unrecorded | dense | 5.00 |" in md and md.count("| m | unrecorded | dense") == 1
+    assert "| m | unrecorded | twossp | **9.00** |" in md and "first schema" in md
 
 
 def test_render_writes_markdown_and_latex(results_dir, tmp_path):
     paths = tables.render(tables.all_tables(_merged(results_dir)), tmp_path / "t")
     assert {p.name for p in paths} == {
         f"{n}.{s}"
-        for n in ("table1_ppl", "table2_downstream", "pruning_time")
+        for n in ("table1_ppl", "achieved_sparsity", "table2_downstream", "pruning_time")
         for s in ("md", "tex")
     }
 
 
-def test_plots_write_pngs(results_dir, tmp_path):
+# --- ablation views -------------------------------------------------------------------------
+
+
+def _alpha_sweep(root, alphas=(1.0, 1.5, 2.0), sparsities=(0.25, 0.5)):
+    for s in sparsities:
+        for a in alphas:
+            _write_run(
+                root,
+                "m",
+                "twossp",
+                s,
+                DAY2,
+                {"ppl": {"wikitext2": 10 * s + a, "c4": 20 * s + a}},
+                chash=f"a{a}-s{s}",
+                params={"alpha": a, "n_calib_stage1": 32},
+                experiment="ablation_alpha",
+                n_attn=int(2 * a),
+            )
+
+
+def _calib_sweep(root, sizes=(2, 8), seeds=(0, 1, 2)):
+    for n in sizes:
+        for seed in seeds:
+            _write_run(
+                root,
+                "m",
+                "twossp",
+                0.5,
+                DAY2,
+                {"ppl": {"wikitext2": 100.0 / n + seed}},
+                chash=f"n{n}-seed{seed}",
+                params={"alpha": 1.5, "n_calib_stage1": n},
+                calib={**CALIB, "n_samples": 256, "seed": seed, "windows": n},
+                experiment="ablation_calib",
+            )
+
+
+def test_ablation_alpha_renders_every_point(tmp_path):
+    _alpha_sweep(tmp_path / "r")
+    frame = _merged(tmp_path / "r")
+    built = ablations.alpha_tables(frame, "ablation_alpha")
+    assert [t.name for t in built] == ["ablation_alpha_wikitext2", "ablation_alpha_c4"]
+    wiki = built[0]
+    assert wiki.values.shape == (2, 3) and not wiki.values.isna().any().any()
+    md = wiki.to_markdown()
+    assert "| model | protocol | sparsity | alpha 1.0 | alpha 1.5 | alpha 2.0 |" in md
+    assert "| m | paper | 25% | **3.50 [2]** | 4.00 [3] | 4.50 [4] |" in md
+    assert "| m | paper | 50% | **6.00 [2]** | 6.50 [3] | 7.00 [4] |" in md
+    assert "\\multicolumn{3}{c}{alpha}" in wiki.to_latex()
+    assert not ablations.calibration_applies(frame, "ablation_alpha")
+
+
+def test_ablation_calib_renders_mean_and_std_over_seeds(tmp_path):
+    _calib_sweep(tmp_path / "r")
+    frame = _merged(tmp_path / "r")
+    stats = ablations.calibration_stats(frame, "ablation_calib")
+    assert list(stats["windows"]) == [2, 8] and list(stats["n"]) == [3, 3]
+    assert stats["mean"].tolist() == pytest.approx([51.0, 13.5])
+    assert stats["std"].tolist() == pytest.approx([1.0, 1.0])
+    assert stats["seeds"].tolist() == [[0, 1, 2], [0, 1, 2]]
+    md = ablations.calibration_table(frame, "ablation_calib").to_markdown()
+    assert "| model | protocol | sparsity | calibration windows | ppl wikitext2 |" in md
+    assert "| m | paper | 50% | 2 | 51.00 ± 1.00 (n=3) |" in md
+    assert "| m | paper | 50% | 8 | 13.50 ± 1.00 (n=3) |" in md
+    assert not ablations.alpha_applies(frame, "ablation_calib")
+
+
+def test_ablation_windows_fall_back_to_the_setting_capped_by_n_samples(tmp_path):
+    for n in (4, 512):  # no calib_windows recorded; 512 is capped at n_samples = 256
+        calib = {**CALIB, "n_samples": 256, "windows": None}
+        _write_run(
+            tmp_path / "r", "m", "twossp", 0.5, DAY2, {"ppl": {"wikitext2": 1.0 * n}},
+            chash=f"n{n}", params={"n_calib_stage1": n}, calib=calib, experiment="x",
+        )  # fmt: skip
+    assert list(ablations.calibration_stats(_merged(tmp_path / "r"), "x")["windows"]) == [4, 256]
+
+
+def test_tables_and_plots_cli_render_the_ablation_views(tmp_path, capsys):
+    root = tmp_path / "r"
+    _alpha_sweep(root)
+    _calib_sweep(root)
+    merged = collect.main(["--results-dir", str(root)])
+    for name, expected in (
+        ("ablation_alpha", {"ablation_alpha_wikitext2", "ablation_alpha_c4"}),
+        ("ablation_calib", {"ablation_calib"}),
+    ):
+        args = ["--results", str(merged), "--experiment", name, "--out"]
+        paths = tables.main([*args, str(tmp_path / "t" / name)])
+        assert {p.stem for p in paths} == expected and {p.suffix for p in paths} == {".md", ".tex"}
+        assert "[tables] not rendered: table1_ppl, achieved_sparsity, pruning_time" in (
+            capsys.readouterr().out
+        )
+        pngs = plots.main([*args, str(tmp_path / "p" / name)])
+        assert [p.name for p in pngs] == [f"{name}_m_paper.png"]
+        assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as stop:  # everything at once: the cells are ambiguous
+        tables.main(["--results", str(merged), "--out", str(tmp_path / "t" / "all")])
+    assert stop.value.code == 2
+    assert "holds" in capsys.readouterr().err
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+
+def test_plots_write_pngs_per_model_and_protocol(results_dir, tmp_path):
     paths = plots.all_plots(_merged(results_dir), tmp_path / "plots")
-    assert sorted(p.name for p in paths) == ["acc_vs_sparsity_m_a.png", "ppl_vs_sparsity_m_a.png"]
+    assert sorted(p.name for p in paths) == [
+        "acc_vs_sparsity_m_a_paper.png",
+        "ppl_vs_sparsity_m_a_paper.png",
+    ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 
 
+def test_overlapping_methods_get_distinct_markers_and_offsets():
+    style = plots.method_style(list(tables.METHOD_ORDER))
+    assert "dense" not in style and len(style) == 6
+    markers, offsets, _ = zip(*style.values(), strict=True)
+    assert len(set(markers)) == 6 and len(set(offsets)) == 6
+    assert np.isclose(sum(offsets), 0.0) and max(offsets) - min(offsets) < 5  # < 5 pt spread
+    assert "pt apart" in plots._offset_label(style)
+
+
+# --- notebook and a real sweep --------------------------------------------------------------
+
+
 @pytest.mark.slow
-def test_results_notebook_executes(results_dir, tmp_path, monkeypatch):
+def test_results_notebook_executes_from_another_directory(results_dir, tmp_path, monkeypatch):
     import nbclient
     import nbformat
 
+    _alpha_sweep(results_dir)
     merged = tmp_path / "results.parquet"
     collect.collect([results_dir], merged)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     monkeypatch.setenv("TWOSSP_RESULTS_FILE", str(merged))
     monkeypatch.setenv("TWOSSP_PLOTS_DIR", str(tmp_path / "nbplots"))
+    monkeypatch.delenv("TWOSSP_ROOT", raising=False)
+    monkeypatch.delenv("TWOSSP_EXPERIMENT", raising=False)
     nb = nbformat.read(ROOT / "analysis" / "results.ipynb", as_version=4)
     # "python3" is the kernel ipykernel provides for the running interpreter (no install step).
     client = nbclient.NotebookClient(
-        nb,
-        kernel_name="python3",
-        timeout=120,
-        resources={"metadata": {"path": str(ROOT / "analysis")}},
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(elsewhere)}}
     )
     client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "Table 1: perplexity" in text and "**8.00**" in text
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
-    assert sorted(p.name for p in (tmp_path / "nbplots").glob("*.png")) == [
-        "acc_vs_sparsity_m_a.png",
-        "ppl_vs_sparsity_m_a.png",
+    assert "Ablation: 2SSP alpha, perplexity on wikitext2" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+    assert sorted(p.name for p in (tmp_path / "nbplots").rglob("*.png")) == [
+        "ablation_alpha_m_paper.png",
+        "acc_vs_sparsity_m_a_paper.png",
+        "ppl_vs_sparsity_m_a_paper.png",
+    ]
+
+
+def _sweep(tmp_path, *overrides):
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "run.py"),
+        "model=stories260k",
+        "eval.max_windows=2",
+        f"paths.results_dir={tmp_path}",
+        f"paths.output_dir={tmp_path}/out",
+        "progress=false",
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.slow
+def test_real_ablation_sweeps_on_stories260k_render_every_point(tmp_path, capsys):
+    # An experiment overlay is a sweep by itself; command-line values replace its grid.
+    _sweep(tmp_path, "experiment=ablation_alpha", "method.alpha=1.0,2.0", "sparsity=0.5")
+    _sweep(
+        tmp_path,
+        "experiment=ablation_calib",
+        "method.n_calib_stage1=2,4",
+        "calib.seed=0,1",
+        "calib.seqlen=128",
+    )
+    merged = collect.main(["--results-dir", str(tmp_path)])
+    frame = collect.load(merged)
+    assert frame["config_hash"].nunique() == 6
+
+    out = tmp_path / "tables"
+    tables.main(["--results", str(merged), "--experiment", "ablation_alpha", "--out", str(out)])
+    tables.main(["--results", str(merged), "--experiment", "ablation_calib", "--out", str(out)])
+    printed = capsys.readouterr().out
+    alpha = (out / "ablation_alpha_wikitext2.md").read_text()
+    calib = (out / "ablation_calib.md").read_text()
+    print(alpha, calib, sep="\n")  # shown with -s: the rendered views of a real sweep
+    assert "| model | protocol | sparsity | alpha 1.0 | alpha 2.0 |" in alpha
+    row = next(line for line in alpha.splitlines() if line.startswith("| stories260k |"))
+    assert row.startswith("| stories260k | paper | 50% |") and row.count("[") == 2
+    calib_rows = [line for line in calib.splitlines() if line.startswith("| stories260k |")]
+    assert [r.split(" | ")[3] for r in calib_rows] == ["2", "4"]
+    assert all("±" in r and "(n=2)" in r for r in calib_rows)
+    assert "each dataset 2 x 512" in alpha and "twossp 2-4 x 128" in calib
+    assert "[tables] wrote" in printed
+    pngs = plots.all_plots(frame, tmp_path / "plots", "ablation_alpha")
+    pngs += plots.all_plots(frame, tmp_path / "plots", "ablation_calib")
+    assert [p.name for p in pngs] == [
+        "ablation_alpha_stories260k_paper.png",
+        "ablation_calib_stories260k_paper.png",
     ]
