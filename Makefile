@@ -24,23 +24,28 @@ lint: $(VENV)
 	$(PY) -m ruff check twossp baselines experiments analysis tests bench
 	$(PY) -m ruff format --check twossp baselines experiments analysis tests bench
 
-# Reproduce one experiment end to end: its Hydra sweep (conf/experiment/$(EXPERIMENT).yaml;
-# finished runs are skipped), then merge the run files and render tables (md + tex) and plots
-# under $(RESULTS). EXPERIMENT=cpu_demo runs offline on stories260K in minutes; the paper's
-# experiments (table1, table2_downstream, pruning_time, ablation_alpha, ablation_calib) need GPUs.
-# THREADS sets OMP_NUM_THREADS for the sweep (1 is fastest for the tiny demo model on a small
-# shared CPU; empty keeps torch's default).
+# Reproduce one experiment end to end: its Hydra sweep (conf/experiment/$(EXPERIMENT).yaml, a
+# sweep by itself; finished runs are skipped and join the experiment), then merge the run files
+# into $(RESULTS)/results.parquet and render the experiment's tables (md + tex; ablation views
+# for ablation_alpha / ablation_calib) and plots under $(RESULTS)/{tables,plots}/$(EXPERIMENT).
+# EXPERIMENT=cpu_demo runs offline on stories260K in minutes; the paper's experiments (table1,
+# table2_downstream, pruning_time, ablation_alpha, ablation_calib) need GPUs. OVERRIDES passes
+# extra Hydra overrides to the sweep, e.g. OVERRIDES="model=stories260k eval.max_windows=16"
+# (a value list such as method.alpha=1.0,2.0 replaces the overlay's grid). THREADS sets
+# OMP_NUM_THREADS for the sweep (1 is fastest for the tiny demo model on a small shared CPU;
+# empty keeps torch's default).
 EXPERIMENT ?= cpu_demo
 RESULTS ?= results
 THREADS ?= $(if $(filter cpu_demo,$(EXPERIMENT)),1,)
 RESULTS_ENV = TWOSSP_RESULTS=$(abspath $(RESULTS))
+MERGED = $(abspath $(RESULTS))/results.parquet
 
 reproduce-table: $(VENV)
 	$(RESULTS_ENV) $(if $(THREADS),OMP_NUM_THREADS=$(THREADS)) \
 		$(PY) experiments/run.py -m experiment=$(EXPERIMENT) $(OVERRIDES)
-	$(RESULTS_ENV) $(PY) -m analysis.collect
-	$(RESULTS_ENV) $(PY) -m analysis.tables --experiment $(EXPERIMENT) --out $(RESULTS)/tables/$(EXPERIMENT)
-	$(RESULTS_ENV) $(PY) -m analysis.plots --experiment $(EXPERIMENT) --out $(RESULTS)/plots/$(EXPERIMENT)
+	$(PY) -m analysis.collect --results-dir $(abspath $(RESULTS)) --out $(MERGED)
+	$(PY) -m analysis.tables --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/tables/$(EXPERIMENT)
+	$(PY) -m analysis.plots --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/plots/$(EXPERIMENT)
 
 # Efficiency bench, offline (~8 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
