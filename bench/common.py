@@ -65,7 +65,7 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     methods: tuple[str, ...] | None = None
-    sections: tuple[str, ...] = ("prune", "stage2", "eval", "forward", "rss")
+    sections: tuple[str, ...] = ("prune", "stage2", "eval", "forward", "rss", "smollm2")
     quick: bool = False
 
     @classmethod

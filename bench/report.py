@@ -285,4 +285,49 @@ def markdown(result: dict) -> str:
         ]
         if r.get("cuda_peak_bytes"):
             lines += ["", f"CUDA peak while pruning: {_mib(r['cuda_peak_bytes'])} MiB."]
+    if result.get("smollm2"):
+        lines += _smollm2(result["smollm2"])
     return "\n".join(lines) + "\n"
+
+
+def _smollm2(r: dict) -> list[str]:
+    lines = ["", f"## SmolLM2-135M ({r['model']}, 30 blocks)", ""]
+    lines += _table(
+        [
+            "dtype",
+            "matmul GFLOP/s (512x576x1536)",
+            "forward tok/s (512 tokens)",
+            "FLOP-limit tok/s",
+            "achieved / limit",
+            "ppl, 4 WikiText-2 windows",
+        ],
+        [
+            [
+                d["dtype"],
+                f"{d['matmul_gflops']:.1f}",
+                f"{d['tokens_per_second']:.0f}",
+                f"{d['flop_limit_tokens_per_second']:.0f}",
+                f"{d['tokens_per_second'] / d['flop_limit_tokens_per_second']:.2f}",
+                f"{d['ppl_4x512']:.3f}",
+            ]
+            for d in r["dtypes"]
+        ],
+    )
+    lines += [
+        "",
+        f"bfloat16 vs float32: {r['bf16_speedup']:.2f}x the forward speed, perplexity "
+        f"{r['bf16_ppl_shift']:+.2%}. The FLOP limit is the forward's FLOPs at the matmul "
+        "throughput measured above.",
+        "",
+        "Pruning at 37.5% with the `cpu_smollm2` experiment's settings (`protocol=paper`; "
+        "calibration read before the clock starts):",
+        "",
+    ]
+    lines += _table(
+        ["method", "seconds", "achieved sparsity", "calibration ids"],
+        [
+            [p["method"], f"{p['seconds']:.1f}", f"{p['achieved_sparsity']:.3f}", p["calibration"]]
+            for p in r["prune"]
+        ],
+    )
+    return lines

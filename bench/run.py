@@ -35,7 +35,7 @@ from bench.common import (
 from bench.report import markdown, targets
 
 log = logging.getLogger("bench")
-SECTIONS = ("prune", "stage2", "eval", "forward", "rss")
+SECTIONS = ("prune", "stage2", "eval", "forward", "rss", "smollm2")
 
 
 def parse(argv: list[str] | None) -> tuple[BenchConfig, Path]:
@@ -124,6 +124,10 @@ def run(cfg: BenchConfig) -> dict:
         from bench.sections import peak_rss
 
         result["rss"] = _section("rss", lambda: peak_rss(cfg, deep, calib))
+    if "smollm2" in sections and not cfg.quick:
+        from bench.smollm2 import run_section
+
+        result["smollm2"] = _section("smollm2", lambda: run_section(cfg))
 
     result["meta"] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -26,6 +26,7 @@ def test_default_composes_to_a_run_spec():
         "alpha": 1.5,
         "n_calib_stage1": 32,
         "n_calib_stage2": 1,
+        "score_seqlen": None,
         "n_attn": None,
         "use_cache": True,
     }

@@ -167,6 +167,6 @@ def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
 
     merged = collect.collect([tmp_path], tmp_path / "results.parquet")
     t2 = tables.downstream_table(merged, experiment="cpu_demo")
-    assert t2.values.loc[("stories260k", "dense"), ("piqa", "ours")] == pytest.approx(
+    assert t2.values.loc[("stories260k", "paper", "dense"), ("piqa", "ours")] == pytest.approx(
         100 * rows.loc[("acc", "piqa"), "value"]
     )

@@ -251,13 +251,25 @@ def document_order(n_docs: int, seed: int) -> list[int]:
     return order
 
 
+_CALIBRATION: dict[tuple, torch.Tensor] = {}
+
+
 def calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
     """``[n_samples, seqlen]`` token ids (see :class:`CalibrationSpec` for the packing).
+
+    Memoised per (tokenizer, spec), so the runs of a sweep tokenize the corpus once.
 
     Raises:
         ValueError: when the corpus holds fewer tokens than ``n_samples`` windows need.
     """
     spec.check()
+    key = (getattr(tokenizer, "name_or_path", id(tokenizer)), json.dumps(asdict(spec)))
+    if key not in _CALIBRATION:
+        _CALIBRATION[key] = _calibration_samples(tokenizer, spec)
+    return _CALIBRATION[key]
+
+
+def _calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
     docs = load_documents(spec.dataset)
     docs = [docs[j] for j in document_order(len(docs), spec.seed)]
     if spec.packing == "documents":

@@ -418,7 +418,14 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
             desc=f"ppl {ds.name}",
             progress=spec.progress,
         )
-        variant = {**variant, "seqlen": seqlen, "windows": res.windows, "tokens": res.tokens}
+        variant = {
+            **variant,
+            "seqlen": seqlen,
+            "windows": res.windows,
+            "windows_available": ids.numel() // seqlen,
+            "max_windows": spec.eval.max_windows,
+            "tokens": res.tokens,
+        }
         log.info("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)
         metrics.append(Metric("ppl", ds.name, res.ppl, variant))
     if spec.eval.downstream is not None:

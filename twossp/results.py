@@ -260,10 +260,14 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     extra = sorted({c for f in frames for c in method_columns(f)})
-    aligned = [f.reindex(columns=COLUMNS + extra) for f in frames]
+    # Settings stay Python objects, so an int setting is not widened to float by a frame
+    # that lacks it (missing values are None).
+    aligned = [
+        f.reindex(columns=COLUMNS + extra).astype({c: object for c in extra}) for f in frames
+    ]
     merged = pd.concat(aligned, ignore_index=True)
     for col in extra:
-        merged[col] = merged[col].astype(object).where(merged[col].notna(), None)
+        merged[col] = [None if _missing(v) else v for v in merged[col]]
     return merged
 
 
@@ -287,7 +291,10 @@ def read_run(path: str | Path) -> pd.DataFrame:
     if frame.empty or "config_hash" not in frame.columns:
         raise CorruptRunError(f"{path}: no result rows")
     if "protocol" not in frame.columns:
-        frame = upgrade_legacy(frame, path)
+        try:
+            frame = upgrade_legacy(frame, path)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptRunError(f"{path}: not a run file of any known schema ({exc})") from exc
     frame["versions"] = frame["versions"].map(_as_dict)
     for col in method_columns(frame):
         if frame[col].dtype == object:  # parquet lists come back as numpy arrays

@@ -166,6 +166,8 @@ class TwoSSP(PruningMethod):
         alpha: balancing exponent divisor (paper: 1.5).
         n_calib_stage1: calibration samples whose activations rank the FFN neurons (paper: 32).
         n_calib_stage2: calibration samples scored in stage 2 (paper: 1).
+        score_seqlen: stage 2 scores only the first ``score_seqlen`` tokens of each sample
+            (a CPU budget knob; None, the paper, scores whole windows).
         n_attn: force the number of attention removals (ablation); None uses the rule.
         use_cache: stage 2 from cached block inputs (same choices, fewer FLOPs).
     """
@@ -174,6 +176,7 @@ class TwoSSP(PruningMethod):
     alpha: float = 1.5
     n_calib_stage1: int = 32
     n_calib_stage2: int = 1
+    score_seqlen: int | None = None
     n_attn: int | None = None
     use_cache: bool = True
 
@@ -205,6 +208,9 @@ class TwoSSP(PruningMethod):
             )
         self.budget(model, sparsity)
 
+        if self.score_seqlen is not None and self.score_seqlen < 2:
+            raise ValueError(f"score_seqlen must be >= 2 or null, got {self.score_seqlen}")
+
     def calibration_windows(self) -> int:
         return self.n_calib_stage1
 
@@ -218,7 +224,7 @@ class TwoSSP(PruningMethod):
         keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
         removed = stage2_attention(
             adapter,
-            samples[: self.n_calib_stage2],
+            samples[: self.n_calib_stage2, : self.score_seqlen],
             budget.n_attn,
             self.use_cache,
             ctx.progress,
@@ -231,6 +237,7 @@ class TwoSSP(PruningMethod):
             "attention_order": removed,
             "n_calib_stage1": len(samples),
             "n_calib_stage2": self.n_calib_stage2,
+            "stage2_tokens": samples[: self.n_calib_stage2, : self.score_seqlen].shape[1],
         }
         log.info(
             "2SSP: kept %d/%d FFN neurons per block, removed attention %s",
