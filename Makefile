@@ -13,9 +13,20 @@ $(VENV): pyproject.toml
 	.venv/bin/pip install -q -e ".[dev]"
 	touch $(VENV)
 
-# The embedded default: 2SSP and dense on stories260K, WikiText-2 / C4 / PTB perplexity, offline.
+# The embedded default: 2SSP and dense at 37.5% under the paper protocol, perplexity on the
+# first DEMO_WINDOWS windows of WikiText-2 / C4 / PTB, then the table. stories260K from
+# ../shared (or $TWOSSP_SHARED) when present, else SmolLM2-135M from the hub.
+SHARED_DIR := $(or $(TWOSSP_SHARED),../shared)
+DEMO_MODEL ?= $(if $(wildcard $(SHARED_DIR)/assets/models/stories260K/config.json),stories260k,smollm2_135m)
+DEMO_WINDOWS ?= 16
+DEMO_RESULTS ?= results/demo
 demo: $(VENV)
-	$(PY) experiments/run.py -m model=stories260k method=dense,twossp sparsity=0.375
+	TWOSSP_RESULTS=$(abspath $(DEMO_RESULTS)) $(PY) experiments/run.py -m model=$(DEMO_MODEL) \
+		method=dense,twossp sparsity=0.375 eval.max_windows=$(DEMO_WINDOWS) \
+		experiment_name=demo progress=false
+	@TWOSSP_RESULTS=$(abspath $(DEMO_RESULTS)) $(PY) -m analysis.collect > /dev/null
+	@TWOSSP_RESULTS=$(abspath $(DEMO_RESULTS)) $(PY) -m analysis.tables --experiment demo \
+		--out $(DEMO_RESULTS)/tables --only table1_ppl
 
 test: $(VENV)
 	$(PY) -m pytest -q

@@ -760,6 +760,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/tables")
     parser.add_argument("--experiment", default=None, help="only rows of this experiment")
     parser.add_argument("--published", type=Path, default=PUBLISHED)
+    parser.add_argument("--only", nargs="+", default=None, help="print only these tables")
     args = parser.parse_args(argv)
     from analysis.collect import default_results_dir
 
@@ -778,6 +779,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     except AmbiguousCellError as exc:
         print(f"[tables] error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.only:
+        tables = [t for t in tables if t.name in args.only]
     paths = render(tables, out)
     for t in tables:
         print(t.to_markdown())

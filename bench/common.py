@@ -98,7 +98,7 @@ class BenchConfig:
 
 
 def resolve(cfg: BenchConfig) -> tuple[torch.device, torch.dtype]:
-    from twossp.modeling import resolve_device, resolve_dtype
+    from twossp.devices import resolve_device, resolve_dtype
 
     device = resolve_device(cfg.device)
     return device, resolve_dtype(cfg.dtype, device)

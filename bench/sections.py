@@ -27,8 +27,8 @@ from torch import nn
 from bench.common import ROOT, BenchConfig, clock_name, deep_model, now, resolve
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
+from twossp.devices import input_device
 from twossp.evaluation.efficiency import (
-    count_params,
     forward_flops,
     forward_fn,
     peak_call_memory,
@@ -37,7 +37,7 @@ from twossp.evaluation.efficiency import (
 )
 from twossp.evaluation.perplexity import perplexity, windows
 from twossp.methods import METHODS, PruneContext, build_method
-from twossp.modeling import input_device
+from twossp.modeling import count_params
 
 log = logging.getLogger("bench")
 

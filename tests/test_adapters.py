@@ -53,8 +53,19 @@ def test_structure(model):
         assert a.ffn_width(i) == model.config.intermediate_size
         attn, mlp = a.submodule_params(i)
         assert attn > 0 and mlp > 0
-    total = sum(p.numel() for p in model.parameters())
-    assert a.block_params() + a.embed_params() == total
+    # Block parameters against the config's shapes (one block counted by hand).
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = c.num_key_value_heads * head_dim
+    attn, mlp = a.submodule_params(0)
+    qkvo = 2 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * kv
+    biases = (0, c.hidden_size + 2 * kv, 2 * c.hidden_size + 2 * kv)  # none, q/k/v, all
+    assert attn - qkvo in biases
+    gated = 3 * c.hidden_size * c.intermediate_size
+    plain = 2 * c.hidden_size * c.intermediate_size + c.intermediate_size + c.hidden_size
+    assert mlp in (gated, plain)
+    norms = sum(p.numel() for n, p in a.blocks[0].named_parameters() if "norm" in n)
+    assert a.block_params() == a.num_blocks * (attn + mlp + norms)
 
 
 def test_block_runner_matches_model_forward(model):

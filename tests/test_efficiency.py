@@ -11,10 +11,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from twossp.adapters import ModelAdapter, get_adapter
+from twossp.devices import execution_device, input_device
 from twossp.evaluation import efficiency as eff
+from twossp.evaluation import runtime as rt
 from twossp.forward import run_blocks
 from twossp.methods import PruneContext, build_method
-from twossp.modeling import execution_device, input_device
+from twossp.modeling import count_params
 from twossp.pipeline import peak_memory_metrics
 from twossp.surgery import remove_attention, remove_blocks
 from twossp.testing import tiny_model
@@ -70,8 +72,8 @@ def test_weight_bytes_count_tied_once():
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     assert eff.weight_bytes(model) == params * 2 + buffers
     model.lm_head.weight = model.model.embed_tokens.weight  # tie
-    assert eff.count_params(model) == params - model.lm_head.weight.numel()
-    assert eff.weight_bytes(model) == eff.count_params(model) * 2 + buffers
+    assert count_params(model) == params - model.lm_head.weight.numel()
+    assert eff.weight_bytes(model) == count_params(model) * 2 + buffers
 
 
 def test_cpu_peak_memory_sees_allocations():
@@ -91,22 +93,22 @@ def test_activation_estimate_bounds_measured_peak():
     model = tiny_model("llama", n_blocks=2, hidden=64, intermediate=160, vocab=512, context=512)
     ids = torch.randint(3, 512, (1, 256))
     measured = eff.peak_call_memory(eff.forward_fn(model, ids), "cpu")
-    estimate = eff.activation_bytes_per_sample(model, 256)
+    estimate = rt.activation_bytes_per_sample(model, 256)
     assert measured <= estimate < 8 * measured
 
 
 def test_auto_batch_size():
     model = tiny_model("llama", n_blocks=2)
-    per = eff.activation_bytes_per_sample(model, 128)
-    assert eff.auto_batch_size(model, 128) == eff.CPU_BATCH_SIZE  # no CUDA: fixed default
-    assert eff.auto_batch_size(model, 128, free_bytes=10 * per) == 8  # 80 % of 10 samples
-    assert eff.auto_batch_size(model, 128, free_bytes=per // 10) == 1
-    assert eff.auto_batch_size(model, 128, free_bytes=10**6 * per, max_batch=32) == 32
-    assert eff.resolve_batch_size("auto", model, 128) == eff.CPU_BATCH_SIZE
-    assert eff.resolve_batch_size(4, model, 128) == eff.resolve_batch_size("4", model, 128) == 4
+    per = rt.activation_bytes_per_sample(model, 128)
+    assert rt.auto_batch_size(model, 128) == rt.CPU_BATCH_SIZE  # no CUDA: fixed default
+    assert rt.auto_batch_size(model, 128, free_bytes=10 * per) == 8  # 80 % of 10 samples
+    assert rt.auto_batch_size(model, 128, free_bytes=per // 10) == 1
+    assert rt.auto_batch_size(model, 128, free_bytes=10**6 * per, max_batch=32) == 32
+    assert rt.resolve_batch_size("auto", model, 128) == rt.CPU_BATCH_SIZE
+    assert rt.resolve_batch_size(4, model, 128) == rt.resolve_batch_size("4", model, 128) == 4
     for bad in (0, -2, "big"):
         with pytest.raises(ValueError, match="positive integer or 'auto'"):
-            eff.resolve_batch_size(bad, model, 128)
+            rt.resolve_batch_size(bad, model, 128)
 
 
 def test_time_interleaved_rotates_and_takes_medians():
@@ -117,17 +119,17 @@ def test_time_interleaved_rotates_and_takes_medians():
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t.times) == 3 and t.median >= 0 for t in timing.values())
     with pytest.raises(ValueError, match="repeats >= 1"):
-        eff.time_call(lambda: None, repeats=0)
+        eff.time_interleaved({"a": lambda: None}, repeats=0)
 
 
 def test_peak_tracking_is_cuda_only_off_gpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
-    with eff.track_peak_memory() as peak:
+    with rt.track_peak_memory() as peak:
         torch.ones(1000)
     assert peak.peak_bytes is None and peak.peak_gib is None
     assert peak_memory_metrics({"prune": peak}) == []
-    measured = eff.PeakMemory({"cuda:0": 2**30, "cuda:1": 2**30})
+    measured = rt.PeakMemory({"cuda:0": 2**30, "cuda:1": 2**30})
     [row] = peak_memory_metrics({"eval": measured})
     assert (row.metric, row.phase, row.dataset, row.value) == ("peak_memory_gib", "eval", None, 2.0)
 
@@ -206,13 +208,13 @@ def test_cuda_timing_and_memory():
     model = tiny_model("llama", n_blocks=2).cuda()
     ids = torch.randint(3, 128, (1, 64))
     fn = eff.forward_fn(model, ids)
-    assert eff.time_call(fn, "cuda", warmup=1, repeats=2).median > 0
+    assert eff.time_interleaved({"f": fn}, "cuda", warmup=1, repeats=2)["f"].median > 0
     logits_bytes = 64 * 128 * 4
     assert eff.peak_call_memory(fn, "cuda") >= logits_bytes
-    with eff.track_peak_memory() as peak:
+    with rt.track_peak_memory() as peak:
         fn()
     assert peak.peak_bytes >= eff.weight_bytes(model)
-    assert 1 <= eff.auto_batch_size(model, 64) <= 64
+    assert 1 <= rt.auto_batch_size(model, 64) <= 64
 
 
 # --- the bench ---------------------------------------------------------------------------------

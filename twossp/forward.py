@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from twossp.adapters import ModelAdapter
-from twossp.modeling import execution_device
+from twossp.devices import execution_device
 
 
 class _Stop(Exception):

@@ -12,7 +12,18 @@ import logging
 import os
 import warnings
 
-NOISY_LOGGERS = ("transformers", "datasets", "lm-eval", "lm_eval", "accelerate", "httpx", "absl")
+NOISY_LOGGERS = (
+    "transformers",
+    "datasets",
+    "lm-eval",
+    "lm_eval",
+    "accelerate",
+    "huggingface_hub",
+    "urllib3",
+    "httpx",
+    "filelock",
+    "absl",
+)
 
 
 def quiet_libraries() -> None:

@@ -16,7 +16,6 @@ files), and also folders saved by earlier versions (``twossp_structure.json`` ma
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from twossp import remote
 from twossp.adapters import adapter_class
+from twossp.devices import resolve_device, resolve_dtype
 from twossp.io import current_umask
 from twossp.model_source import Source, dequantized_copy, hub_offline, resolve
 from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
@@ -42,7 +42,6 @@ from twossp.surgery import is_stock, rebuild_structure, structure_of
 log = logging.getLogger(__name__)
 
 STRUCTURE_FILE = "twossp_structure.json"  # manifest of folders saved by earlier versions
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -82,22 +81,6 @@ class ModelSpec:
         return resolve(self.name_or_path, self.gguf_file, self.hub_fallback, self.revision)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} unknown; use auto or one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
 class ModelNotFoundError(FileNotFoundError):
     """A model id or path whose config cannot be read (no local folder, no hub, no cache)."""
 
@@ -118,10 +101,14 @@ def check_model(spec: ModelSpec):
         )
     except OSError as exc:
         hub = "is disabled (HF_HUB_OFFLINE is set)" if hub_offline() else "did not serve it"
+        instead = ""
+        if source.path != spec.name_or_path:  # the local folder was absent: its hub fallback
+            instead = f"the local folder {spec.name_or_path!r} does not exist and "
         raise ModelNotFoundError(
-            f"cannot read the config of model {source.path!r}: it is not a local folder, "
-            f"the hub {hub} and it is not in the Hugging Face cache. Point model.name_or_path "
-            "at a local copy, or run where the hub is reachable (gated models also need HF_TOKEN)."
+            f"cannot read model {source.path!r}: {instead}the hub {hub} and it is not in the "
+            "Hugging Face cache. Set TWOSSP_SHARED to a folder holding assets/models/ (the "
+            "offline copies), point model.name_or_path at a local copy, or run where the hub "
+            "is reachable (gated models also need HF_TOKEN)."
         ) from exc
     adapter_class(config.model_type)
     return config
@@ -207,31 +194,6 @@ def _dispatch(model: nn.Module, spec: ModelSpec) -> nn.Module:
             no_split_module_classes=list(getattr(model, "_no_split_modules", None) or []),
         )
     return dispatch_model(model, device_map=device_map, offload_dir=spec.offload_folder)
-
-
-def execution_device(module: nn.Module) -> torch.device | None:
-    """The device ``module`` computes on; None for a module with no weights and no hook.
-
-    A module placed by accelerate (``device_map``, offloading) carries a hook naming its
-    execution device; offloaded weights sit on the ``meta`` device until a call loads them.
-    """
-    hook = getattr(module, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None:
-        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        if tensor.device.type != "meta":
-            return tensor.device
-    return None
-
-
-def input_device(model: nn.Module) -> torch.device:
-    """Where token ids for ``model`` go: the device of its input embeddings."""
-    embeddings = getattr(model, "get_input_embeddings", None)  # absent on bare test modules
-    device = execution_device(embeddings()) if embeddings is not None else None
-    if device is None:
-        device = next(model.parameters()).device
-    return device
 
 
 def _pruned_folder(source: Source) -> tuple[object, dict] | None:

@@ -26,24 +26,17 @@ import torch
 
 from twossp import sparsity as sp
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
-from twossp.evaluation.efficiency import (
+from twossp.devices import resolve_device, resolve_dtype
+from twossp.evaluation.perplexity import perplexity, windows
+from twossp.evaluation.runtime import (
     PeakMemory,
     parse_batch_size,
     resolve_batch_size,
     track_peak_memory,
 )
-from twossp.evaluation.perplexity import perplexity, windows
 from twossp.methods import PruneContext, PruningMethod, build_method
 from twossp.model_source import path_fingerprint
-from twossp.modeling import (
-    ModelSpec,
-    check_model,
-    load_model,
-    load_tokenizer,
-    resolve_device,
-    resolve_dtype,
-    save_pruned,
-)
+from twossp.modeling import ModelSpec, check_model, load_model, load_tokenizer, save_pruned
 from twossp.results import (
     CorruptRunError,
     Metric,
@@ -287,13 +280,7 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         if tracker is not None and not mirrored(spec):
             mirror(spec, tracker, read_run(path))  # a mirror that failed before gets a retry
         if spec.save_model_dir is not None and not Path(spec.save_model_dir).exists():
-            log.warning(
-                "save_model=true but this configuration finished earlier without saving its "
-                "model; write it with `python -m twossp.export --plan %s --out %s` "
-                "(or rerun with force=true)",
-                plan_path(spec.results_dir, spec.config_hash),
-                spec.save_model_dir,
-            )
+            save_finished(spec)
         return RunOutcome("skipped", path)
     ready = prepare(spec)
     torch.manual_seed(spec.seed)
@@ -354,6 +341,30 @@ def mirror(spec: RunSpec, tracker, frame) -> None:
     marker = _mirror_marker(spec)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+
+
+def save_finished(spec: RunSpec) -> None:
+    """``save_model=true`` on a configuration that finished without saving: replay its plan
+    on the base model and save that (SliceGPT's plan holds no rotations: say how instead)."""
+    from twossp.export import NotReplayableError, check_replayable
+    from twossp.plan import PrunePlan
+    from twossp.surgery import apply_plan
+
+    source = plan_path(spec.results_dir, spec.config_hash)
+    try:
+        plan = PrunePlan.load(source)
+        check_replayable(plan, source, spec.method)
+    except (OSError, NotReplayableError) as exc:
+        log.warning(
+            "save_model=true, but this configuration finished earlier without saving its model "
+            "and cannot be rebuilt from its plan (%s); rerun it with force=true save_model=true",
+            str(exc).splitlines()[0],
+        )
+        return
+    model, tokenizer = load_model(spec.model)
+    apply_plan(model, plan)
+    save_pruned(model, spec.save_model_dir, tokenizer)
+    log.info("saved the finished run's model (its plan replayed) to %s", spec.save_model_dir)
 
 
 def _record(spec, method, ready, before, after, achieved, prune_seconds) -> RunRecord:

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from twossp.adapters import ModelAdapter, ZeroAttention, ZeroMLP
+from twossp.devices import input_device
 from twossp.forward import (
     block_inputs,
     capture_block_inputs,
@@ -25,7 +26,6 @@ from twossp.forward import (
     nll_sum,
     run_blocks,
 )
-from twossp.modeling import input_device
 
 Kind = Literal["attention", "mlp"]
 KINDS: tuple[Kind, ...] = ("attention", "mlp")

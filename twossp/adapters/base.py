@@ -161,6 +161,3 @@ class ModelAdapter:
 
     def block_params(self) -> int:
         return sum(p.numel() for p in self.blocks.parameters())
-
-    def embed_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters()) - self.block_params()

@@ -8,23 +8,21 @@ perplexity is ``exp`` of the token-weighted mean NLL over all windows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from twossp.devices import input_device
 from twossp.forward import nll_sum
-from twossp.modeling import input_device
 
 
 @dataclass
 class PerplexityResult:
     ppl: float
-    nll: float
     tokens: int
     windows: int
     seqlen: int
-    variant: dict = field(default_factory=dict)
 
 
 def windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
@@ -62,5 +60,5 @@ def perplexity(
         total_tokens += n
     mean = total_nll / total_tokens
     return PerplexityResult(
-        ppl=math.exp(mean), nll=mean, tokens=total_tokens, windows=len(chunks), seqlen=seqlen
+        ppl=math.exp(mean), tokens=total_tokens, windows=len(chunks), seqlen=seqlen
     )

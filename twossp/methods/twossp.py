@@ -33,8 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
+from twossp.devices import input_device
 from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
-from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError

@@ -1,0 +1,166 @@
+"""Every bad input fails in ``prepare`` (before any weights load) with a message naming the file
+or setting, and the command line prints it as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.run import register_resolvers, to_run_spec
+from tests.conftest import TEXT, needs_shared
+from twossp import pipeline
+from twossp.data import DatasetFormatError, MissingDatasetError
+from twossp.results import run_path
+from twossp.sparsity import UnreachableSparsityError
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = needs_shared()
+
+
+def _spec(tmp_path, *overrides):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"paths.results_dir={tmp_path}", "progress=false", *overrides],
+        )
+    return to_run_spec(cfg)
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Any attempt to load weights fails the test."""
+
+    def refuse(*a, **k):
+        raise AssertionError("weights were loaded before the bad input was reported")
+
+    monkeypatch.setattr(pipeline, "load_model", refuse)
+
+
+def _bad_file(tmp_path, name: str, content: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+CASES = {
+    "seqlen": (["eval.seqlen=1"], ValueError, "eval.seqlen must be >= 2"),
+    "max_windows": (["eval.max_windows=0"], ValueError, "eval.max_windows must be >= 1"),
+    "batch_size": (["eval.batch_size=lots"], ValueError, "batch_size must be a positive"),
+    "calib_n": (["calib.n_samples=0"], ValueError, "calib.n_samples=0"),
+    "sparsity": (["sparsity=1.2"], ValueError, r"\(0, 1\)"),
+    "unreachable": (["method=shortgpt", "sparsity=0.95"], UnreachableSparsityError, "all 5"),
+    "slicegpt_width": (["method=slicegpt", "sparsity=0.99"], UnreachableSparsityError, "dim"),
+    "model": (["model.name_or_path=/nonexistent/model"], FileNotFoundError, "/nonexistent"),
+    "missing_corpus": (
+        ["eval.datasets.ptb.local_path=/nonexistent/ptb.txt"],
+        MissingDatasetError,
+        "/nonexistent/ptb.txt",
+    ),
+    "nothing": (["eval.use=[]"], ValueError, "nothing to evaluate"),
+    "too_few_tokens": (
+        ["calib.n_samples=100000", "calib.seqlen=512"],
+        ValueError,
+        "gives only",
+    ),
+    "unknown_setting": (["+method.alfa=2"], ValueError, "did you mean alpha"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_settings_fail_before_loading(case, tmp_path, no_weights):
+    overrides, error, message = CASES[case]
+    with pytest.raises(error, match=message):
+        pipeline.run(_spec(tmp_path, *overrides))
+    assert not run_path(tmp_path, "x").parent.exists() or not any(
+        run_path(tmp_path, "x").parent.iterdir()
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "holds no documents"),
+        (b'{"text": "a"}\nnot json\n', r":2: not JSON"),
+        (b'{"body": "a"}\n', r":1: no field 'text'"),
+        (b'{"text": "caf\xe9"}\n', r":1: not UTF-8"),
+    ],
+)
+def test_bad_corpus_files_name_the_file_and_line(content, message, tmp_path, no_weights):
+    path = _bad_file(tmp_path, "c4.jsonl", content)
+    with pytest.raises(DatasetFormatError, match=message) as info:
+        pipeline.run(_spec(tmp_path, f"calib.dataset.local_path={path}"))
+    assert path in str(info.value)
+
+
+def test_a_text_file_that_is_not_utf8_is_named(tmp_path, no_weights):
+    path = _bad_file(tmp_path, "wiki.txt", b"ok\n\xff\xfe broken\n")
+    with pytest.raises(DatasetFormatError, match="not UTF-8"):
+        pipeline.run(_spec(tmp_path, f"eval.datasets.wikitext2.local_path={path}"))
+
+
+def test_an_unreachable_hub_corpus_fails_before_pruning(tmp_path, no_weights, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(Exception) as info:  # datasets' own error: offline and not cached
+        pipeline.run(_spec(tmp_path, "eval.use=[wikitext2,fineweb_edu]"))
+    assert "fineweb" in str(info.value).lower()
+
+
+def _cli(tmp_path, *args, env=None):
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+
+
+def test_the_command_line_prints_one_line(tmp_path):
+    out = _cli(tmp_path, f"paths.results_dir={tmp_path}", "method=shortgpt", "sparsity=0.95")
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "[twossp] error" in line]
+    assert len(errors) == 1 and "remove all 5" in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_mistyped_method_setting_gets_did_you_mean(tmp_path):
+    out = _cli(tmp_path, "method.alfa=2")
+    assert out.returncode == 2 and "did you mean alpha?" in out.stderr
+    assert "+method.alfa" not in out.stderr
+
+
+def test_missing_assets_and_no_hub_fail_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = _cli(tmp_path, "model=smollm2_135m", env={"TWOSSP_SHARED": str(empty)})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = [x for x in out.stderr.splitlines() if "[twossp] error" in x]
+    assert "TWOSSP_SHARED" in line and "does not exist" in line
+
+
+def test_a_corrupt_result_file_is_recomputed(tmp_path):
+    spec = _spec(tmp_path, "method=dense", "eval.max_windows=1", "eval.use=[ptb]")
+    path = run_path(tmp_path, spec.config_hash)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 truncated")
+    assert pipeline.run(spec).status == "done"
+    assert pipeline.run(spec).status == "skipped"
+
+
+def test_save_model_on_a_finished_run_saves_it(tmp_path):
+    spec = _spec(tmp_path, "method=twossp", "eval.max_windows=1", "eval.use=[ptb]")
+    assert pipeline.run(spec).status == "done"
+    again = _spec(
+        tmp_path, "method=twossp", "eval.max_windows=1", "eval.use=[ptb]", "save_model=true"
+    )
+    assert pipeline.run(again).status == "skipped"
+    saved = json.loads((again.save_model_dir / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 5
+
+
+def test_a_local_corpus_copy_is_read_without_the_hub():
+    assert (TEXT / "ptb_test.txt").exists()
