@@ -66,16 +66,16 @@ def removal_costs(adapter: ModelAdapter, i: int) -> dict[str, int]:
     """Parameters surgery removes from block ``i``.
 
     Returns:
-        ``{"attention": ..., "mlp": ..., "rest": ...}``: the attention with the norm feeding only
-        it, the MLP likewise, and what goes only with the whole block (e.g. a shared norm).
+        ``{"attention": ..., "mlp": ..., "rest": ...}``: the attention with the norms that go
+        with it, the MLP likewise, and what goes only with the whole block (e.g. a shared norm).
     """
     block = adapter.blocks[i]
 
-    def norm(name: str | None) -> int:
-        return _params(getattr(block, name)) if name is not None else 0
+    def norms(kind: str) -> int:
+        return sum(_params(getattr(block, name)) for name in adapter.norm_names(kind))
 
-    attn = _params(adapter.attention(i)) + norm(adapter.attn_norm_name)
-    mlp = _params(adapter.mlp(i)) + norm(adapter.mlp_norm_name)
+    attn = _params(adapter.attention(i)) + norms("attention")
+    mlp = _params(adapter.mlp(i)) + norms("mlp")
     return {"attention": attn, "mlp": mlp, "rest": _params(block) - attn - mlp}
 
 
@@ -188,6 +188,8 @@ class BlockPruner(PruningMethod):
             (best of either kind, to a parameter budget).
         rounding: ``up`` or ``nearest``: of ``k`` (alternate), or of the parameter budget
             (greedy), see the module docstring.
+        score_seqlen: score only the first ``score_seqlen`` tokens of each sample (a CPU budget
+            knob; None scores whole windows).
         use_cache: re-run only the blocks from the candidate onward (same choices, fewer FLOPs).
     """
 
@@ -195,6 +197,7 @@ class BlockPruner(PruningMethod):
     n_calib: int = 1
     schedule: str = "alternate"
     rounding: str = "up"
+    score_seqlen: int | None = None
     use_cache: bool = True
 
     def calibration_windows(self) -> int:
@@ -203,6 +206,8 @@ class BlockPruner(PruningMethod):
     def check(self, model: nn.Module, sparsity: float) -> None:
         if self.n_calib < 1:
             raise ValueError(f"n_calib must be >= 1, got {self.n_calib}")
+        if self.score_seqlen is not None and self.score_seqlen < 2:
+            raise ValueError(f"score_seqlen must be >= 2 or null, got {self.score_seqlen}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_rounding(self.rounding)
@@ -225,6 +230,7 @@ class BlockPruner(PruningMethod):
         adapter = get_adapter(model)
         total = adapter.block_params()
         samples = select_samples(ctx.calibration, self.n_calib, "BlockPruner")
+        samples = samples[:, : self.score_seqlen]
         target = {"target_sparsity": ctx.sparsity}
         if self.schedule == "alternate":
             k = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks, self.rounding)
@@ -252,6 +258,7 @@ class BlockPruner(PruningMethod):
             "removed_params": removed,
             "achieved_sparsity": removed / total,
             "n_calib": len(samples),
+            "scored_tokens": samples.shape[1],
         }
         log.info(
             "BlockPruner (%s): removed %d attention, %d MLP (%d whole blocks); sparsity %.4f "

@@ -75,9 +75,9 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.data import CalibrationSpec
+from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod
-from twossp.modeling import input_device
 from twossp.plan import PrunePlan
 from twossp.scoring import zeroed
 from twossp.sparsity import blocks_for_sparsity, check_rounding, validate_sparsity

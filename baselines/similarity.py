@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from twossp.adapters import ModelAdapter, get_adapter
+from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod, select_samples
-from twossp.modeling import input_device
 from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 

@@ -18,23 +18,45 @@ class _Stop(Exception):
     pass
 
 
+class BlockKwargs(dict):
+    """The kwargs blocks get, one set per attention type (``{type: kwargs}``): a model mixing
+    full and sliding-window layers (Gemma 2, Qwen2 with a sliding window) passes block ``i``
+    the mask of type ``config.layer_types[i]``."""
+
+    def for_block(self, adapter: ModelAdapter, i: int) -> dict:
+        return self[adapter.layer_type(i)]
+
+
 @torch.no_grad()
 def capture_block_inputs(adapter: ModelAdapter, input_ids: torch.Tensor):
-    """Return ``(hidden, kwargs)``: the input of block 0 and the kwargs every block gets."""
-    captured: dict = {}
+    """Return ``(hidden, kwargs)``: the input of block 0 and the :class:`BlockKwargs` of every
+    attention type present (the forward stops at the first block of the last new type)."""
+    firsts: dict[str, int] = {}
+    for i in range(adapter.num_blocks):
+        firsts.setdefault(adapter.layer_type(i), i)
+    captured: dict = {"kwargs": BlockKwargs()}
 
-    def hook(module, args, kwargs):
-        captured["hidden"] = args[0] if args else kwargs.pop("hidden_states")
-        captured["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        raise _Stop
+    def hook(kind, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if "hidden" not in captured:
+            captured["hidden"] = hidden
+        captured["kwargs"][kind] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        if len(captured["kwargs"]) == len(firsts):
+            raise _Stop
 
-    handle = adapter.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [
+        adapter.blocks[i].register_forward_pre_hook(
+            lambda m, a, k, kind=kind: hook(kind, m, a, k), with_kwargs=True
+        )
+        for kind, i in firsts.items()
+    ]
     try:
         adapter.model(input_ids=input_ids, use_cache=False)
     except _Stop:
         pass
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     return captured["hidden"], captured["kwargs"]
 
 
@@ -51,7 +73,7 @@ def _to_device(value, device: torch.device | None):
     if isinstance(value, (tuple, list)):
         return type(value)(_to_device(v, device) for v in value)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return type(value)((k, _to_device(v, device)) for k, v in value.items())
     return value
 
 
@@ -59,7 +81,7 @@ def _to_device(value, device: torch.device | None):
 def run_blocks(
     adapter: ModelAdapter,
     hidden: torch.Tensor,
-    kwargs: dict,
+    kwargs: BlockKwargs | dict,
     start: int = 0,
     end: int | None = None,
 ) -> torch.Tensor:
@@ -75,7 +97,8 @@ def run_blocks(
         if device is not None and hidden.device != device:
             hidden = hidden.to(device)
             kwargs = _to_device(kwargs, device)
-        hidden = _output(block(hidden, **kwargs))
+        block_kwargs = kwargs.for_block(adapter, i) if isinstance(kwargs, BlockKwargs) else kwargs
+        hidden = _output(block(hidden, **block_kwargs))
     return hidden
 
 
@@ -90,9 +113,12 @@ def block_inputs(adapter: ModelAdapter, hidden: torch.Tensor, kwargs: dict) -> l
 
 @torch.no_grad()
 def logits_from_hidden(adapter: ModelAdapter, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's logits from the last block's output: final norm, head, and whatever the
+    architecture applies after the head (:meth:`ModelAdapter.finish_logits`)."""
     hidden = _to_device(hidden, execution_device(adapter.final_norm))
     hidden = adapter.final_norm(hidden)
-    return adapter.lm_head(_to_device(hidden, execution_device(adapter.lm_head)))
+    logits = adapter.lm_head(_to_device(hidden, execution_device(adapter.lm_head)))
+    return adapter.finish_logits(logits)
 
 
 def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:

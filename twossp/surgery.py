@@ -27,21 +27,21 @@ def keep_ffn_neurons(adapter: ModelAdapter, i: int, keep: list[int] | torch.Tens
     adapter.keep_ffn_neurons(i, keep)
 
 
-def _drop_norm(block: nn.Module, name: str | None) -> None:
-    if name is not None:
+def _drop_norms(block: nn.Module, names: tuple[str, ...]) -> None:
+    for name in names:
         setattr(block, name, nn.Identity())
 
 
 def remove_attention(adapter: ModelAdapter, i: int) -> None:
-    """Delete block ``i``'s attention (and the norm that only feeds it)."""
+    """Delete block ``i``'s attention (and the norms that go only with it)."""
     adapter.set_attention(i, ZeroAttention())
-    _drop_norm(adapter.blocks[i], adapter.attn_norm_name)
+    _drop_norms(adapter.blocks[i], adapter.attn_norm_names)
 
 
 def remove_mlp(adapter: ModelAdapter, i: int) -> None:
-    """Delete block ``i``'s MLP (and the norm that only feeds it)."""
+    """Delete block ``i``'s MLP (and the norms that go only with it)."""
     adapter.set_mlp(i, ZeroMLP())
-    _drop_norm(adapter.blocks[i], adapter.mlp_norm_name)
+    _drop_norms(adapter.blocks[i], adapter.mlp_norm_names)
 
 
 def remove_blocks(adapter: ModelAdapter, indices: list[int]) -> None:
@@ -49,7 +49,7 @@ def remove_blocks(adapter: ModelAdapter, indices: list[int]) -> None:
     drop = set(indices)
     kept = [b for j, b in enumerate(adapter.blocks) if j not in drop]
     config = adapter.config
-    layer_types = _layer_types(adapter)
+    layer_types = adapter.layer_types()
     if layer_types is not None:
         config.layer_types = [t for j, t in enumerate(layer_types) if j not in drop]
     adapter.decoder.layers = nn.ModuleList(kept)
@@ -67,7 +67,7 @@ def renumber_cache_layers(adapter: ModelAdapter) -> None:
     positions at every step.
     """
     present = [i for i in range(adapter.num_blocks) if adapter.has_attention(i)]
-    types = _layer_types(adapter) or ["attention"] * adapter.num_blocks
+    types = adapter.layer_types() or ["attention"] * adapter.num_blocks
     free: dict[str, list[int]] = {}
     for slot, kind in enumerate(types):
         free.setdefault(kind, []).append(slot)
@@ -82,12 +82,6 @@ def renumber_cache_layers(adapter: ModelAdapter) -> None:
         attn = adapter.attention(i)
         if hasattr(attn, "layer_idx"):
             attn.layer_idx = slot
-
-
-def _layer_types(adapter: ModelAdapter) -> list[str] | None:
-    """The config's per-block attention types (full / sliding window), when it lists them."""
-    types = getattr(adapter.config, "layer_types", None)
-    return types if isinstance(types, list) and len(types) == adapter.num_blocks else None
 
 
 def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
@@ -194,6 +188,16 @@ def _differences(model: nn.Module, other: nn.Module) -> list[str]:
     return problems
 
 
+def _shortcut_names(adapter: ModelAdapter) -> list[str]:
+    """(attention, MLP, attention pre-norm, MLP pre-norm) names a ShortcutBlock needs."""
+    return [
+        adapter.attn_name,
+        adapter.mlp_name,
+        adapter.attn_norm_names[0],
+        adapter.mlp_norm_names[0],
+    ]
+
+
 def _from_legacy(model: nn.Module, manifest: dict) -> dict:
     """The structure record equivalent to an old ``twossp_structure.json`` manifest."""
     adapter = get_adapter(model)
@@ -202,16 +206,15 @@ def _from_legacy(model: nn.Module, manifest: dict) -> dict:
     prefix = next(name for name, m in model.named_modules() if m is adapter.blocks)
     modules: dict[str, dict] = {}
     rotation = manifest.get("rotation", {})
-    names = [adapter.attn_name, adapter.mlp_name, adapter.attn_norm_name, adapter.mlp_norm_name]
     for i in rotation.get("shortcut_blocks", []):
-        modules[f"{prefix}.{i}"] = {"kind": "ShortcutBlock", "names": names}
-    for key, kind, name, norm in (
-        ("attention_removed", "ZeroAttention", adapter.attn_name, adapter.attn_norm_name),
-        ("mlp_removed", "ZeroMLP", adapter.mlp_name, adapter.mlp_norm_name),
+        modules[f"{prefix}.{i}"] = {"kind": "ShortcutBlock", "names": _shortcut_names(adapter)}
+    for key, kind, name, norms in (
+        ("attention_removed", "ZeroAttention", adapter.attn_name, adapter.attn_norm_names),
+        ("mlp_removed", "ZeroMLP", adapter.mlp_name, adapter.mlp_norm_names),
     ):
         for i in manifest[key]:
             modules[f"{prefix}.{i}.{name}"] = {"kind": kind}
-            if norm is not None:
+            for norm in norms:
                 modules[f"{prefix}.{i}.{norm}"] = {"kind": "Identity"}
     for name, (mean_dim, eps) in rotation.get("scale_free_norms", {}).items():
         modules[name] = {"kind": "ScaleFreeRMSNorm", "mean_dim": mean_dim, "eps": eps}

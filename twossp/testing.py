@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    Gemma2Config,
     LlamaConfig,
     MistralConfig,
     Phi3Config,
@@ -15,7 +16,7 @@ from transformers import (
     Qwen2Config,
 )
 
-FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi")
+FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi", "gemma2")
 
 
 def tiny_config(
@@ -47,6 +48,17 @@ def tiny_config(
         return Phi3Config(num_key_value_heads=4, pad_token_id=0, **common)
     if family == "phi":
         return PhiConfig(num_key_value_heads=4, partial_rotary_factor=0.5, **common)
+    if family == "gemma2":  # sandwich norms, soft-capped logits, alternating sliding window
+        return Gemma2Config(
+            num_key_value_heads=2,
+            head_dim=hidden // 4,
+            query_pre_attn_scalar=hidden // 4,
+            sliding_window=16,
+            final_logit_softcapping=5.0,
+            attn_logit_softcapping=50.0,
+            pad_token_id=0,
+            **common,
+        )
     raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
 
 

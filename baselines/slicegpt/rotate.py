@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter
 from twossp.adapters.rotation import install_shortcut_block
+from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, run_blocks
-from twossp.modeling import input_device
 
 log = logging.getLogger(__name__)
 

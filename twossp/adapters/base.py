@@ -41,9 +41,11 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     attn_name: ClassVar[str] = "self_attn"
     mlp_name: ClassVar[str] = "mlp"
-    # Norms whose output feeds only the attention / only the MLP; removed with them.
-    attn_norm_name: ClassVar[str | None] = "input_layernorm"
-    mlp_norm_name: ClassVar[str | None] = "post_attention_layernorm"
+    # Norms that belong to the attention / to the MLP (pre-norms feeding only it, post-norms
+    # applied only to its output); they are removed with it. The first one of each is the
+    # pre-norm reading the residual stream (what rotation methods fold).
+    attn_norm_names: ClassVar[tuple[str, ...]] = ("input_layernorm",)
+    mlp_norm_names: ClassVar[tuple[str, ...]] = ("post_attention_layernorm",)
     final_norm_name: ClassVar[str] = "norm"
     # Blocks are sequential pre-RMSNorm (``h += attn(norm(h)); h += mlp(norm(h))``) and
     # ``residual_readers`` / ``residual_writers`` are implemented: rotation methods can run.
@@ -76,6 +78,21 @@ class ModelAdapter:
     @property
     def lm_head(self) -> nn.Module:
         return self.model.lm_head
+
+    def finish_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model's forward does to the head's output (nothing, for most families;
+        Gemma 2 soft-caps). Code scoring from hidden states must apply it."""
+        return logits
+
+    def layer_types(self) -> list[str] | None:
+        """The config's per-block attention types (full / sliding window), when it lists them."""
+        types = getattr(self.config, "layer_types", None)
+        return types if isinstance(types, list) and len(types) == self.num_blocks else None
+
+    def layer_type(self, i: int) -> str:
+        """Block ``i``'s attention type, which picks its mask (``config.layer_types[i]``)."""
+        types = self.layer_types()
+        return types[i] if types is not None else "full_attention"
 
     def attention(self, i: int) -> nn.Module:
         return getattr(self.blocks[i], self.attn_name)
@@ -125,14 +142,18 @@ class ModelAdapter:
         """(attention, MLP) output projections writing into block ``i``'s residual stream."""
         raise NotImplementedError(f"{type(self).__name__} does not expose residual writers")
 
+    def norm_names(self, kind: str) -> tuple[str, ...]:
+        """Attribute names of the norms that go with block submodule ``kind``."""
+        return self.attn_norm_names if kind == "attention" else self.mlp_norm_names
+
     def norms(self, i: int) -> tuple[nn.Module, nn.Module]:
-        """(attention, MLP) norms of block ``i``."""
+        """(attention, MLP) pre-norms of block ``i`` (the ones reading the residual stream)."""
         block = self.blocks[i]
-        return getattr(block, self.attn_norm_name), getattr(block, self.mlp_norm_name)
+        return getattr(block, self.attn_norm_names[0]), getattr(block, self.mlp_norm_names[0])
 
     def set_norms(self, i: int, attn_norm: nn.Module, mlp_norm: nn.Module) -> None:
-        setattr(self.blocks[i], self.attn_norm_name, attn_norm)
-        setattr(self.blocks[i], self.mlp_norm_name, mlp_norm)
+        setattr(self.blocks[i], self.attn_norm_names[0], attn_norm)
+        setattr(self.blocks[i], self.mlp_norm_names[0], mlp_norm)
 
     def set_final_norm(self, module: nn.Module) -> None:
         setattr(self.decoder, self.final_norm_name, module)

@@ -15,8 +15,8 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class PhiAdapter(ModelAdapter):
     model_types = ("phi",)
-    attn_norm_name = None
-    mlp_norm_name = None
+    attn_norm_names = ()
+    mlp_norm_names = ()
     final_norm_name = "final_layernorm"
 
     def ffn_out_proj(self, i: int) -> nn.Linear:

@@ -66,7 +66,12 @@ def install_shortcut_block(
         block.attn_shortcut = _shortcut(attn_weight)
         block.mlp_shortcut = _shortcut(mlp_weight)
         return block
-    names = (adapter.attn_name, adapter.mlp_name, adapter.attn_norm_name, adapter.mlp_norm_name)
+    names = (
+        adapter.attn_name,
+        adapter.mlp_name,
+        adapter.attn_norm_names[0],
+        adapter.mlp_norm_names[0],
+    )
     wrapped = ShortcutBlock(block, names, _shortcut(attn_weight), _shortcut(mlp_weight))
     wrapped.train(block.training)
     adapter.blocks[i] = wrapped

@@ -7,7 +7,14 @@ with random weights where modules were removed. The structure of the pruned mode
 ``twossp_structure`` entry of ``config.json`` (see ``pruned_modules.py``).
 """
 
-from transformers import LlamaConfig, MistralConfig, Phi3Config, PhiConfig, Qwen2Config
+from transformers import (
+    Gemma2Config,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PhiConfig,
+    Qwen2Config,
+)
 
 
 class TwosspLlamaConfig(LlamaConfig):
@@ -30,6 +37,10 @@ class TwosspPhiConfig(PhiConfig):
     model_type = "twossp_phi"
 
 
+class TwosspGemma2Config(Gemma2Config):
+    model_type = "twossp_gemma2"
+
+
 PRUNED_PREFIX = "twossp_"
 # Stock model_type -> the configuration of its pruned variant.
 PRUNED_CONFIGS = {
@@ -40,5 +51,6 @@ PRUNED_CONFIGS = {
         TwosspQwen2Config,
         TwosspPhi3Config,
         TwosspPhiConfig,
+        TwosspGemma2Config,
     )
 }

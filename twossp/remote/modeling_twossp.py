@@ -8,6 +8,7 @@ KV cache are the stock ones. Needs torch and transformers only.
 """
 
 from transformers import (
+    Gemma2ForCausalLM,
     LlamaForCausalLM,
     MistralForCausalLM,
     Phi3ForCausalLM,
@@ -16,6 +17,7 @@ from transformers import (
 )
 
 from .configuration_twossp import (
+    TwosspGemma2Config,
     TwosspLlamaConfig,
     TwosspMistralConfig,
     TwosspPhi3Config,
@@ -51,3 +53,7 @@ class TwosspPhi3ForCausalLM(PrunedMixin, Phi3ForCausalLM):
 
 class TwosspPhiForCausalLM(PrunedMixin, PhiForCausalLM):
     config_class = TwosspPhiConfig
+
+
+class TwosspGemma2ForCausalLM(PrunedMixin, Gemma2ForCausalLM):
+    config_class = TwosspGemma2Config
