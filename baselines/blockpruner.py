@@ -229,8 +229,7 @@ class BlockPruner(PruningMethod):
         self.check(model, ctx.sparsity)
         adapter = get_adapter(model)
         total = adapter.block_params()
-        samples = select_samples(ctx.calibration, self.n_calib, "BlockPruner")
-        samples = samples[:, : self.score_seqlen]
+        samples = select_samples(ctx.calibration, self.n_calib, "BlockPruner", self.score_seqlen)
         target = {"target_sparsity": ctx.sparsity}
         if self.schedule == "alternate":
             k = blocks_for_sparsity(ctx.sparsity, adapter.num_blocks, self.rounding)

@@ -77,7 +77,7 @@ from twossp.adapters import ModelAdapter, get_adapter
 from twossp.data import CalibrationSpec
 from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
-from twossp.methods.base import PruneContext, PruningMethod
+from twossp.methods.base import PruneContext, PruningMethod, select_samples
 from twossp.plan import PrunePlan
 from twossp.scoring import zeroed
 from twossp.sparsity import blocks_for_sparsity, check_rounding, validate_sparsity
@@ -310,12 +310,7 @@ class EvoPress(PruningMethod):
     # --- search ------------------------------------------------------------------------
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         self.check(model, ctx.sparsity)
-        calib = ctx.calibration
-        if calib.dim() != 2 or calib.shape[0] < 1 or calib.shape[1] < 2:
-            raise ValueError(
-                "EvoPress needs calibration ids of shape [n >= 1, seqlen >= 2], "
-                f"got {tuple(calib.shape)}"
-            )
+        calib = select_samples(ctx.calibration, None, "EvoPress")
         adapter = get_adapter(model)
         k = self.units_to_remove(model, ctx.sparsity)
         generations = self.n_generations(adapter.num_blocks, k)

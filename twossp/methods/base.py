@@ -81,18 +81,26 @@ def plan_on_copy(method: PruningMethod, model: nn.Module, ctx: PruneContext) -> 
     return method.prune(copy.deepcopy(model), ctx)
 
 
-def select_samples(calibration: torch.Tensor, n_calib: int | None, what: str) -> torch.Tensor:
+def select_samples(
+    calibration: torch.Tensor, n_calib: int | None, what: str, seqlen: int | None = None
+) -> torch.Tensor:
     """The first ``n_calib`` calibration samples (all of them when ``None``, or when fewer
     were given: the run's ``calib.n_samples`` caps every method's count, and plans and rows
-    record the number actually read).
+    record the number actually read), cut to their first ``seqlen`` tokens when given.
+
+    Every method takes its calibration subset here.
 
     Raises:
-        ValueError: if there are no samples or ``n_calib < 1``.
+        ValueError: if there are no samples, ``n_calib < 1`` or ``seqlen < 2``.
     """
-    if calibration.dim() != 2 or calibration.numel() == 0:
+    if calibration.dim() != 2 or calibration.numel() == 0 or calibration.shape[1] < 2:
         raise ValueError(
-            f"{what} needs [n_samples, seqlen] calibration ids, got {calibration.shape}"
+            f"{what} needs [n_samples, seqlen >= 2] calibration ids, got "
+            f"{tuple(calibration.shape)}"
         )
     if n_calib is not None and n_calib < 1:
         raise ValueError(f"{what}: n_calib must be >= 1 or null, got n_calib={n_calib}")
-    return calibration if n_calib is None else calibration[:n_calib]
+    if seqlen is not None and seqlen < 2:
+        raise ValueError(f"{what}: score_seqlen must be >= 2 or null, got {seqlen}")
+    samples = calibration if n_calib is None else calibration[:n_calib]
+    return samples if seqlen is None else samples[:, :seqlen]

@@ -221,10 +221,11 @@ class TwoSSP(PruningMethod):
         adapter = get_adapter(model)
         budget = self.budget(model, ctx.sparsity)
         samples = select_samples(ctx.calibration, self.n_calib_stage1, "2SSP stage 1")
+        scored = select_samples(samples, self.n_calib_stage2, "2SSP stage 2", self.score_seqlen)
         keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
         removed = stage2_attention(
             adapter,
-            samples[: self.n_calib_stage2, : self.score_seqlen],
+            scored,
             budget.n_attn,
             self.use_cache,
             ctx.progress,
@@ -237,7 +238,7 @@ class TwoSSP(PruningMethod):
             "attention_order": removed,
             "n_calib_stage1": len(samples),
             "n_calib_stage2": self.n_calib_stage2,
-            "stage2_tokens": samples[: self.n_calib_stage2, : self.score_seqlen].shape[1],
+            "stage2_tokens": scored.shape[1],
         }
         log.info(
             "2SSP: kept %d/%d FFN neurons per block, removed attention %s",
