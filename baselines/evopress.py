@@ -65,7 +65,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -226,8 +225,8 @@ class EvoPress(PruningMethod):
     pool_tokens: int = 131072
     pool_seqlen: int = 8192
     offspring: int = 32
-    survivors: Sequence[int] = (2, 1)
-    tokens: Sequence[int] = (2048, 32768)
+    survivors: tuple[int, ...] = (2, 1)
+    tokens: tuple[int, ...] = (2048, 32768)
     initially_generated: int = 64
     initial_tokens: int = 2048
     max_mutations: int = 3

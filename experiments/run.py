@@ -55,7 +55,21 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("twossp_local", _local_or_null)
 
 
+def register_method_schemas() -> None:
+    """Every method's settings dataclass as the Hydra schema ``method/<name>_schema``, so a
+    ``conf/method/<name>.yaml`` holds only what differs from the dataclass defaults and a
+    mistyped or ill-typed setting fails at composition."""
+    from hydra.core.config_store import ConfigStore
+
+    from twossp.methods.registry import METHODS, settings_schema
+
+    store = ConfigStore.instance()
+    for name in METHODS:
+        store.store(group="method", name=f"{name}_schema", node=settings_schema(name))
+
+
 register_resolvers()
+register_method_schemas()
 
 
 def _dataset(name: str, node) -> TextDataset:

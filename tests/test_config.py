@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.run import register_resolvers, to_run_spec
-from twossp.methods import METHODS, UnknownMethodError, build_method
+from twossp.methods import METHODS, UnknownMethodError, build_method, method_class
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -44,10 +45,29 @@ def test_every_model_config_composes(model):
 def test_every_method_yaml_matches_the_registry():
     yamls = {p.stem for p in (CONF / "method").glob("*.yaml")}
     assert yamls == set(METHODS)
-    for name in yamls:
-        spec = to_run_spec(_compose(f"method={name}"))
-        assert spec.method == name
-        build_method(spec.method, **spec.method_params)  # settings match the dataclass
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_defaults_come_from_the_dataclass(name):
+    """The YAML holds only what differs; what Hydra composes is the dataclass's defaults."""
+    spec = to_run_spec(_compose(f"method={name}", "model=llama2_7b"))
+    built = build_method(spec.method, **spec.method_params)
+    default = method_class(name)()
+    differs = {
+        f.name
+        for f in dataclasses.fields(default)
+        if getattr(built, f.name) != getattr(default, f.name)
+    }
+    assert differs == ({"pool_seqlen"} if name == "evopress" else set())
+    if name == "evopress":  # the authors' window for a Llama model, from conf/model
+        assert built.pool_seqlen == 4096
+
+
+def test_a_setting_of_the_wrong_type_fails_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        _compose("method=twossp", "method.alpha=abc")
 
 
 def test_hash_changes_with_what_matters_only():

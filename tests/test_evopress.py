@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from baselines.evopress import (
     EvoPress,
@@ -204,15 +203,6 @@ def test_budgets_beyond_the_calibration_are_capped_with_a_warning(calib, caplog)
         plan = method.plan(model, PruneContext(0.25, calib, progress=False))
     assert "10000 tokens exceeds the 128 calibration tokens" in caplog.text
     assert plan.info["generations"] == 1  # capped from int(1 * 3 / 1.5) = 2
-
-
-def test_yaml_matches_the_dataclass_defaults():
-    conf = yaml.safe_load((ROOT / "conf" / "method" / "evopress.yaml").read_text())
-    assert conf.pop("name") == "evopress"
-    # the pool's window length comes from the model config (the authors' per-family value)
-    assert conf.pop("pool_seqlen") == "${oc.select:model.evopress_pool_seqlen,8192}"
-    built = build_method("evopress", **conf)
-    assert built == EvoPress()
 
 
 # --- the real model -----------------------------------------------------------------------

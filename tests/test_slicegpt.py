@@ -6,17 +6,16 @@ import copy
 
 import pytest
 import torch
-import yaml
 
 from baselines.slicegpt import SliceGPT, fuse_norms, rotation_model_types
 from baselines.slicegpt.method import block_costs, sliced_block_params
-from tests.conftest import ROOT, TEXT
+from tests.conftest import TEXT
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
 from twossp.adapters.rotation import ScaleFreeRMSNorm, ShortcutBlock
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
 from twossp.evaluation.perplexity import perplexity
-from twossp.methods import PruneContext, build_method
+from twossp.methods import PruneContext
 from twossp.modeling import ModelSpec, count_params, load_model, save_pruned
 from twossp.sparsity import UnreachableSparsityError
 from twossp.testing import tiny_model
@@ -207,12 +206,6 @@ def test_save_and_load_roundtrip(family, tmp_path):
     assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
     assert count_params(loaded) == count_params(model)
     assert torch.equal(_logits(loaded), _logits(model))
-
-
-def test_registry_and_config_agree():
-    settings = yaml.safe_load((ROOT / "conf" / "method" / "slicegpt.yaml").read_text())
-    method = build_method(settings.pop("name"), **settings)
-    assert isinstance(method, SliceGPT) and method.round_to == 8
 
 
 @pytest.mark.parametrize("target, dim", [(0.25, 48), (0.375, 40), (0.5, 32)])

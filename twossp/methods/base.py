@@ -95,8 +95,7 @@ def select_samples(
     """
     if calibration.dim() != 2 or calibration.numel() == 0 or calibration.shape[1] < 2:
         raise ValueError(
-            f"{what} needs [n_samples, seqlen >= 2] calibration ids, got "
-            f"{tuple(calibration.shape)}"
+            f"{what} needs [n_samples, seqlen >= 2] calibration ids, got {tuple(calibration.shape)}"
         )
     if n_calib is not None and n_calib < 1:
         raise ValueError(f"{what}: n_calib must be >= 1 or null, got n_calib={n_calib}")

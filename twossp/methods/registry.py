@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import typing
 
 from twossp.methods.base import PruningMethod
 
@@ -49,3 +50,20 @@ def build_method(name: str, **params) -> PruningMethod:
         bad = sorted(unknown)[0]
         raise ValueError(f"method {name!r} has no setting {bad!r}.{_suggest(bad, fields)}")
     return cls(**params)
+
+
+def settings_schema(name: str) -> type:
+    """A dataclass of method ``name``'s settings with their defaults, plus ``name`` itself:
+    the single source of every default (the Hydra entry point registers it as the schema
+    each ``conf/method/<name>.yaml`` extends)."""
+    cls = method_class(name)
+    hints = typing.get_type_hints(cls)
+    fields = [("name", str, dataclasses.field(default=name))]
+    for f in dataclasses.fields(cls):
+        default = (
+            dataclasses.field(default_factory=f.default_factory)
+            if f.default_factory is not dataclasses.MISSING
+            else dataclasses.field(default=f.default)
+        )
+        fields.append((f.name, hints[f.name], default))
+    return dataclasses.make_dataclass(f"{cls.__name__}Settings", fields)
