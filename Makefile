@@ -6,11 +6,11 @@ VENV := .venv/.installed
 
 setup: $(VENV)
 
-$(VENV): pyproject.toml
+$(VENV): pyproject.toml constraints.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q torch==2.13.0
-	.venv/bin/pip install -q -e ".[dev]"
+	.venv/bin/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(VENV)
 
 # The embedded default: 2SSP and dense at 37.5% under the paper protocol, perplexity on the
@@ -32,8 +32,8 @@ test: $(VENV)
 	$(PY) -m pytest -q
 
 lint: $(VENV)
-	$(PY) -m ruff check twossp baselines experiments analysis tests bench
-	$(PY) -m ruff format --check twossp baselines experiments analysis tests bench
+	$(PY) -m ruff check twossp baselines experiments analysis tests bench hydra_plugins
+	$(PY) -m ruff format --check twossp baselines experiments analysis tests bench hydra_plugins
 
 # Reproduce one experiment end to end: its Hydra sweep (conf/experiment/$(EXPERIMENT).yaml, a
 # sweep by itself; finished runs are skipped and join the experiment), then merge the run files

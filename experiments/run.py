@@ -22,14 +22,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # allow `python experiments/run.py` without installing
-    sys.path.insert(0, str(ROOT))
-# Launcher jobs (hydra/launcher=local|slurm) unpickle this module's task in a new process,
-# which must import twossp too: pass the root on through the environment they inherit.
-if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
-    )
 
 # twossp (torch, transformers, pandas) is imported where a run is built, not at start-up, so
 # `--help`, `--cfg job` and a launcher's submitting process stay fast.
@@ -176,10 +168,10 @@ def report(outcome) -> None:
 
 
 def user_error(exc: BaseException) -> bool:
-    """Errors a user can fix from the command line (settings, data, models)."""
-    return isinstance(exc, (ValueError, OSError, KeyError)) and not isinstance(
-        exc, (NotImplementedError,)
-    )
+    """Errors a user can fix from the command line (settings, data, models, extras)."""
+    from twossp.extras import MissingExtraError
+
+    return isinstance(exc, (ValueError, OSError, KeyError, MissingExtraError))
 
 
 def fail(exc: BaseException) -> None:
@@ -191,7 +183,7 @@ def fail(exc: BaseException) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from twossp.logs import quiet_libraries
     from twossp.pipeline import run
@@ -236,6 +228,11 @@ def check_method_overrides(argv: list[str]) -> None:
             sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``twossp-run`` console script (the same as ``python experiments/run.py``)."""
     check_method_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_model as save_safetensors
 from transformers import AutoModelForCausalLM, Qwen2Config
 
+from baselines.slicegpt.modules import ScaleFreeRMSNorm, ShortcutBlock, is_rotated
 from tests.conftest import TASKS, needs_shared
 from twossp.adapters import get_adapter
-from twossp.adapters.rotation import ScaleFreeRMSNorm, ShortcutBlock, is_rotated
 from twossp.export import NotReplayableError, export
 from twossp.methods import PruneContext, build_method
 from twossp.modeling import STRUCTURE_FILE, ModelSpec, load_model, save_pruned
@@ -241,7 +241,7 @@ def test_export_cli_writes_a_loadable_folder_from_a_plan(tmp_path):
 
 
 def test_export_refuses_a_slicegpt_plan_before_loading(tmp_path):
-    plan = PrunePlan(info={"hidden_dim": 40, "hidden_size": 64, "kept_energy": [1.0]})
+    plan = PrunePlan(info={"hidden_dim": 40, "hidden_size": 64}, replayable=False)
     plan.save(tmp_path / "p.json")
     with pytest.raises(NotReplayableError, match="save_model=true"):
         export(tmp_path / "p.json", "/no/such/model", tmp_path / "out")

@@ -9,10 +9,10 @@ import torch
 
 from baselines.slicegpt import SliceGPT, fuse_norms, rotation_model_types
 from baselines.slicegpt.method import block_costs, sliced_block_params
+from baselines.slicegpt.modules import ScaleFreeRMSNorm, ShortcutBlock
 from tests.conftest import TEXT
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
-from twossp.adapters.rotation import ScaleFreeRMSNorm, ShortcutBlock
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
 from twossp.evaluation.perplexity import perplexity
 from twossp.methods import PruneContext

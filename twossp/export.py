@@ -41,17 +41,21 @@ class NotReplayableError(ValueError):
 def check_replayable(
     plan: PrunePlan, source: str | Path = "plan", method: str | None = None
 ) -> None:
-    """Raise :class:`NotReplayableError` for a plan that came from SliceGPT.
+    """Raise :class:`NotReplayableError` for a plan that cannot rebuild its model (a method
+    that rewrites weights, such as SliceGPT's rotations, says so in its plan and class).
 
     Args:
         method: the run's method, when known (from its run file).
     """
-    if "slicegpt" in (method, plan.info.get("method")) or "hidden_dim" in plan.info:
+    from twossp.methods.registry import METHODS, method_class
+
+    by_class = method is None or method not in METHODS or method_class(method).plan_replays
+    if not (plan.replayable and by_class):
         raise NotReplayableError(
-            f"{source} came from SliceGPT: it records the slicing width "
-            f"({plan.info.get('hidden_dim')}), not the rotations, so it cannot be replayed on "
-            "the base model. Save the rotated model from the run itself: rerun it with "
-            "save_model=true (python experiments/run.py method=slicegpt ... save_model=true)."
+            f"{source} came from {method or 'a method that rewrites weights'}: it records "
+            "what the method chose, not the weights it computed, so it cannot be replayed on "
+            "the base model. Save the model from the run itself: rerun the configuration with "
+            "save_model=true (and force=true if it finished)."
         )
 
 

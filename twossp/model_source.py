@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from twossp.extras import require
 from twossp.io import current_umask
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def _dequantize(source: Source, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    require("gguf", "gguf", f"the GGUF checkpoint {source.gguf_file}")
     log.info("dequantizing %s/%s once into %s", source.path, source.gguf_file, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))

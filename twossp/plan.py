@@ -18,6 +18,8 @@ class PrunePlan:
         mlp: blocks whose MLP submodule is removed.
         blocks: blocks removed whole.
         info: method-specific facts worth recording (scores, stage sizes, ...).
+        replayable: whether applying the plan to the base model rebuilds the pruned model
+            (False for methods that also rewrite weights, such as SliceGPT's rotations).
     """
 
     ffn_keep: dict[int, list[int]] = field(default_factory=dict)
@@ -25,6 +27,7 @@ class PrunePlan:
     mlp: list[int] = field(default_factory=list)
     blocks: list[int] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    replayable: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True, default=float)

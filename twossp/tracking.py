@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twossp.extras import require
+
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
@@ -108,8 +110,10 @@ class WandbTracker:
         self.run_dir: Path | None = None
 
     def check(self) -> None:
-        """Before any work: an online mirror without credentials falls back to offline
-        (one warning) instead of failing after the run; ``wandb sync`` uploads it later."""
+        """Before any work: wandb is installed, and an online mirror without credentials
+        falls back to offline (one warning) instead of failing after the run; ``wandb sync``
+        uploads it later."""
+        require("wandb", "wandb", "logger=wandb")
         if self.settings.mode == "online" and not has_api_key():
             log.warning(
                 "W&B: no API key (WANDB_API_KEY or `wandb login`); logging offline under %s "

@@ -6,7 +6,7 @@ Norm scales are folded into the linears reading them, making every RMSNorm scale
 the principal directions of its calibration activations and its smallest directions are
 sliced off: readers lose input columns, writers lose output rows, the embeddings lose columns,
 and each residual connection carries ``Q_l^T Q_{l+1}`` (:mod:`baselines.slicegpt.rotate`).
-The shortcut maps live in a :class:`twossp.adapters.rotation.ShortcutBlock` that replaces each
+The shortcut maps live in a :class:`baselines.slicegpt.modules.ShortcutBlock` that replaces each
 decoder block and keeps its parameter names, so the model saves and reloads through
 :func:`twossp.modeling.save_pruned` / :func:`twossp.modeling.load_model`.
 

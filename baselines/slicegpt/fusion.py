@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from baselines.slicegpt.modules import ScaleFreeRMSNorm
 from twossp.adapters import ModelAdapter
-from twossp.adapters.rotation import ScaleFreeRMSNorm
 
 
 @torch.no_grad()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from baselines.slicegpt.fusion import fuse_norms
+from baselines.slicegpt.modules import is_rotated
 from baselines.slicegpt.rotate import rotate_and_slice
 from twossp.adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, adapter_class, get_adapter
-from twossp.adapters.rotation import is_rotated
 from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
 from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError, validate_sparsity
@@ -152,6 +152,7 @@ class SliceGPT(PruningMethod):
     """
 
     name = "slicegpt"
+    plan_replays = False  # the plan records widths; the rotations live in the weights
     width: str = "embedding"
     center_embeddings: bool = True
     n_calib: int | None = None
@@ -271,4 +272,4 @@ class SliceGPT(PruningMethod):
             "n_calib": len(samples),
             "kept_energy": diagnostics["kept_energy"],
         }
-        return PrunePlan(info=info)
+        return PrunePlan(info=info, replayable=False)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from baselines.slicegpt.modules import install_shortcut_block
 from twossp.adapters import ModelAdapter
-from twossp.adapters.rotation import install_shortcut_block
 from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, run_blocks
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import yaml
 
+from twossp.extras import require
 from twossp.io import atomic_write_text
 from twossp.results import Metric
 
@@ -265,6 +266,7 @@ class PreparedTasks:
 def prepare_tasks(spec: DownstreamSpec) -> PreparedTasks:
     """Build every task of ``spec`` with its data (local files or the hub), no model needed,
     so a missing or unreachable dataset fails before any pruning."""
+    require("lm_eval", "eval", "downstream evaluation (eval=downstream)")
     spec.check()
     files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
     manager = task_manager(files)

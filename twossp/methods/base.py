@@ -48,6 +48,8 @@ class PruningMethod(ABC):
     # False for methods whose result does not depend on the target (dense): the run prunes at
     # target 0 and, within a sweep, is computed once and copied to the other sparsities.
     uses_sparsity: ClassVar[bool] = True
+    # False for methods whose plan cannot rebuild the pruned model (they rewrite weights).
+    plan_replays: ClassVar[bool] = True
 
     def check(self, model: nn.Module, sparsity: float) -> None:  # noqa: B027 (optional hook)
         """Raise before any heavy work if this method cannot run on ``model`` at ``sparsity``.

@@ -1,4 +1,4 @@
-"""Modules that rotation methods (SliceGPT) install, and how they are installed.
+"""The modules SliceGPT installs, and how it installs them.
 
 A rotated model keeps its Hugging Face classes except for two small modules, defined in
 :mod:`twossp.remote.pruned_modules` (the file pruned checkpoints ship, so that stock
@@ -14,8 +14,12 @@ transformers can rebuild them) and re-exported here:
   ``attn_shortcut.weight`` and ``mlp_shortcut.weight`` are new (and are counted as block
   parameters).
 
-A checkpoint records both through :func:`twossp.surgery.structure_of` like any other
-replaced module.
+Surgery and checkpoints need no SliceGPT-specific code: each of these classes tells the
+structure record how to describe and rebuild it (``structure_spec`` / ``from_structure``, the
+hook every replacement module of :mod:`twossp.remote.pruned_modules` implements), so
+:func:`twossp.surgery.structure_of` records them like any other replaced module. They are
+defined in that shipped, torch-only file (a saved folder must rebuild them without this
+package) and used from here.
 
 Known limit: Hugging Face records ``output_hidden_states`` with hooks keyed on its decoder
 layer class, so a model of :class:`ShortcutBlock` returns no hidden states that way; use
