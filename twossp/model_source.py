@@ -168,12 +168,25 @@ def dequantized_copy(source: Source, cache_dir: str | Path | None = None) -> Sou
     """
     if source.gguf_file is None:
         return source
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    fingerprint = folder_fingerprint(Path(source.path), source.gguf_file)
-    target = cache / "gguf" / f"{Path(source.gguf_file).stem}-{fingerprint}"
+    target = _copy_folder(source, cache_dir)
     if not (target / "config.json").exists():
         _dequantize(source, target)
     return Source(str(target), None, True)
+
+
+def _copy_folder(source: Source, cache_dir: str | Path | None) -> Path:
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    fingerprint = folder_fingerprint(Path(source.path), source.gguf_file)
+    return cache / "gguf" / f"{Path(source.gguf_file).stem}-{fingerprint}"
+
+
+def config_source(source: Source, cache_dir: str | Path | None = None) -> Source:
+    """Where the config is cheapest to read: a GGUF model's dequantized copy once it exists
+    (parsing the GGUF file's metadata takes seconds), else the source itself."""
+    if source.gguf_file is None:
+        return source
+    copy = _copy_folder(source, cache_dir)
+    return Source(str(copy), None, True) if (copy / "config.json").exists() else source
 
 
 def _dequantize(source: Source, target: Path) -> None:

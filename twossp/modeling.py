@@ -34,7 +34,7 @@ from twossp import remote
 from twossp.adapters import adapter_class
 from twossp.devices import resolve_device, resolve_dtype
 from twossp.io import current_umask
-from twossp.model_source import Source, dequantized_copy, hub_offline, resolve
+from twossp.model_source import Source, config_source, dequantized_copy, hub_offline, resolve
 from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
 from twossp.remote.pruned_modules import STRUCTURE_KEY
 from twossp.surgery import is_stock, rebuild_structure, structure_of
@@ -87,7 +87,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 def check_model(spec: ModelSpec):
     """Read only the config and fail early on a missing path or unsupported architecture."""
-    source = spec.source()
+    source = config_source(spec.source(), spec.cache_dir)
     pruned = _pruned_folder(source)
     if pruned is not None:
         adapter_class(pruned[0].model_type)
