@@ -49,15 +49,31 @@ def test_hub_files_load_as_the_configured_split(key, tmp_path):
     assert got == docs[: ds.max_docs or len(docs)]
 
 
-def test_configured_hub_sources():
-    got = _configured()
-    # C4 validation: the first 1,100 docs of shard 0; PTB from the parquet export (the
-    # script repo cannot run on datasets >= 4); FineWeb-Edu streams.
-    assert got["c4"].data_files.startswith("en/c4-validation.00000-of-")
-    assert got["c4"].split == "validation" and got["c4"].max_docs == 1100
-    assert (
-        got["calib"].data_files.startswith("en/c4-train.00000-of-")
-        and got["calib"].split == "train"
-    )
-    assert got["ptb"].revision == "refs/convert/parquet" and got["ptb"].field == "sentence"
-    assert got["fineweb_edu"].streaming
+def test_paper_streams_join_tokenize_and_cut_as_the_authors_code(tmp_path):
+    """A stream is the documents joined by "\n\n", tokenized once without special tokens;
+    calibration windows are its consecutive slices (file order for seed 0)."""
+    from twossp.data import CalibrationSpec, calibration_samples, token_stream
+
+    class Chars:  # a tokenizer that maps each character to its code point
+        name_or_path = "chars"
+
+        def __call__(self, text, return_tensors=None, add_special_tokens=True, verbose=True):
+            import torch
+
+            ids = ([1] if add_special_tokens else []) + [ord(c) for c in text]
+            return type("Out", (), {"input_ids": torch.tensor([ids])})()
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("ab", "cde", "fgh")))
+    ds = TextDataset("t", local_path=str(path))
+    ids, variant = token_stream(Chars(), ds, 2)
+    assert "".join(map(chr, ids.tolist())) == "ab\n\ncde\n\nfgh"  # no BOS
+    assert variant["special_tokens"] is False
+    windows = calibration_samples(Chars(), CalibrationSpec(ds, n_samples=3, seqlen=3, seed=0))
+    assert ["".join(map(chr, w)) for w in windows.tolist()] == ["ab\n", "\ncd", "e\n\n"]
+    shuffled = calibration_samples(Chars(), CalibrationSpec(ds, n_samples=1, seqlen=3, seed=1))
+    assert shuffled.tolist() != windows[:1].tolist()  # a non-zero seed shuffles the documents
+    packed = calibration_samples(
+        Chars(), CalibrationSpec(ds, n_samples=2, seqlen=3, seed=0, packing="documents")
+    )  # EvoPress: "ab\n\n" is short, "ab\n\ncde" gives "ab\n" (the rest dropped), "fgh"
+    assert ["".join(map(chr, w)) for w in packed.tolist()] == ["ab\n", "fgh"]

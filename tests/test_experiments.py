@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from experiments.run import register_resolvers, to_run_spec
 from tests.conftest import needs_shared
 from twossp.methods import METHODS
+from twossp.results import lm_eval_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -164,6 +166,11 @@ def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     }
     assert '"task_version": "1.0"' in rows.loc[("acc", "piqa"), "variant"]
     assert (rows["experiment"] == "cpu_demo").all()
+    # lm-eval's full output is kept beside the plan, standard errors included (limit set)
+    record = json.loads(lm_eval_path(tmp_path, spec.config_hash).read_text())
+    stderr = record["results"]["piqa"]["acc_stderr,none"]
+    assert isinstance(stderr, float) and 0 < stderr < 1
+    assert json.loads(rows.loc[("acc", "piqa"), "variant"])["stderr"] == pytest.approx(stderr)
 
     merged = collect.collect([tmp_path], tmp_path / "results.parquet")
     t2 = tables.downstream_table(merged, experiment="cpu_demo")

@@ -34,13 +34,13 @@ def test_launcher_configs_compose(launcher, monkeypatch):
         assert conf.account is None
 
 
-def _sweep(tmp_path: Path) -> subprocess.CompletedProcess:
+def _sweep(tmp_path: Path, methods: str = "dense,twossp") -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         str(ROOT / "experiments" / "run.py"),
         "-m",
         "hydra/launcher=local",
-        "method=dense,twossp",
+        f"method={methods}",
         "sparsity=0.375",
         f"paths.results_dir={tmp_path / 'res'}",
         f"paths.output_dir={tmp_path / 'out'}",
@@ -75,6 +75,20 @@ def test_local_launcher_sweep_merges_and_resumes(tmp_path):
     assert second.stdout.count("finished earlier, not launched") == 2
     again = read_runs(tmp_path / "res")
     assert sorted(again.run_id) == sorted(rows.run_id)
+
+
+@needs_shared()
+@pytest.mark.slow
+def test_a_resubmitted_sweep_launches_only_what_is_left(tmp_path):
+    first = _sweep(tmp_path, "dense")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = set((tmp_path / "out").rglob(".submitit/*/*_log.out"))
+    second = _sweep(tmp_path, "dense,twossp")
+    assert second.returncode == 0, second.stderr[-3000:]
+    launched = set((tmp_path / "out").rglob(".submitit/*/*_log.out")) - before
+    assert len(launched) == 1  # twossp only: dense finished in the first sweep
+    assert "method=dense" in second.stdout and "finished earlier, not launched" in second.stdout
+    assert sorted(read_runs(tmp_path / "res").method.unique()) == ["dense", "twossp"]
 
 
 def _frame(n: int, tag: str) -> pd.DataFrame:

