@@ -585,18 +585,24 @@ def perplexity_table(
     return Table(name, "Table 1: perplexity", values, best_mask(values, True), 2, notes)
 
 
-def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
-    """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
-    name = "achieved_sparsity"
+def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str):
+    """One value per pruning run: ``(runs, sparsities, row index, {(row, (label,)): value})``
+    for a table of ``column`` by (model, protocol, method) and target sparsity."""
     rows = with_sparsity(select(frame, experiment))
     runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
     runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name)
-    sparsities = list(sparsities or sorted(runs["sparsity"].unique()))
-    index = row_index(runs)
     cells = {
-        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): r.achieved_sparsity
-        for r in runs[[*ROW_KEY, "sparsity", "achieved_sparsity"]].itertuples(index=False)
+        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): getattr(r, column)
+        for r in runs[[*ROW_KEY, "sparsity", column]].itertuples(index=False)
     }
+    return runs, sorted(runs["sparsity"].unique()), row_index(runs), cells
+
+
+def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
+    """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
+    name = "achieved_sparsity"
+    runs, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity")
+    sparsities = list(sparsities or found)
     values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], ROW_KEY)
     notes = [
         "Fraction of decoder-block parameters removed, per target sparsity (columns). "
@@ -660,15 +666,8 @@ def time_table(
 ) -> Table:
     """Pruning time in seconds per (model, protocol, method) and target sparsity."""
     name = "pruning_time"
-    rows = with_sparsity(select(frame, experiment))
-    runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
-    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name)
-    sparsities = list(sparsities or sorted(runs["sparsity"].unique()))
-    index = row_index(runs)
-    ours = {
-        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): r.prune_seconds
-        for r in runs[[*ROW_KEY, "sparsity", "prune_seconds"]].itertuples(index=False)
-    }
+    runs, found, index, ours = per_run(frame, experiment, name, "prune_seconds")
+    sparsities = list(sparsities or found)
     points = {(sparsity_label(s),): (s, "prune_seconds", "") for s in sparsities}
     pub = load_published() if published is None else published
     base = [(sparsity_label(s),) for s in sparsities]

@@ -6,18 +6,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
+from experiments.run import to_run_spec
+from tests.conftest import compose_config
 from twossp.methods import METHODS, UnknownMethodError, build_method, method_class
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _compose(*overrides):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+_compose = compose_config
 
 
 def test_default_composes_to_a_run_spec():

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
-from tests.conftest import needs_shared
+from tests.conftest import needs_shared, run_spec
 from twossp.data import MissingDatasetError
 from twossp.modeling import ModelSpec, count_params, load_model
 from twossp.pipeline import prepare, run
@@ -25,19 +23,13 @@ pytestmark = needs_shared()
 
 
 def _spec(tmp_path, *overrides):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"paths.results_dir={tmp_path}",
-                "eval.max_windows=8",
-                "calib.n_samples=8",
-                "progress=false",
-                *overrides,
-            ],
-        )
-    return to_run_spec(cfg)
+    return run_spec(
+        f"paths.results_dir={tmp_path}",
+        "eval.max_windows=8",
+        "calib.n_samples=8",
+        "progress=false",
+        *overrides,
+    )
 
 
 def test_twossp_run_records_everything(tmp_path):

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
-from tests.conftest import needs_shared
+from experiments.run import to_run_spec
+from tests.conftest import compose_config, needs_shared
 from twossp.methods import METHODS
 from twossp.results import lm_eval_path
 
@@ -21,12 +20,7 @@ CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def _compose(*overrides, hydra_cfg=False):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg
-        )
+_compose = compose_config
 
 
 def _axes(name: str) -> list[list[str]]:

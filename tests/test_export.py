@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_model as save_safetensors
-from transformers import AutoModelForCausalLM, Qwen2Config
+from transformers import AutoModelForCausalLM
 
 from baselines.slicegpt.modules import ScaleFreeRMSNorm, ShortcutBlock, is_rotated
 from tests.conftest import TASKS, needs_shared
@@ -18,7 +18,7 @@ from twossp.methods import PruneContext, build_method
 from twossp.modeling import STRUCTURE_FILE, ModelSpec, load_model, save_pruned
 from twossp.plan import PrunePlan
 from twossp.surgery import apply_plan
-from twossp.testing import FAMILIES, tiny_model
+from twossp.testing import FAMILIES, tiny_mixed_window_qwen2, tiny_model
 
 SPARSITY = 0.375
 IDS = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -110,20 +110,7 @@ def test_every_result_loads_exactly_in_stock_transformers(name, family, tmp_path
 @pytest.mark.parametrize("family", ["llama", "qwen2_windows"])
 def test_stock_architecture_with_narrower_ffn_saves_a_plain_config(family, tmp_path):
     if family == "qwen2_windows":  # blocks 0-1 full attention, 2-3 sliding window
-        torch.manual_seed(0)
-        config = Qwen2Config(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            use_sliding_window=True,
-            sliding_window=4,
-            max_window_layers=2,
-            max_position_embeddings=64,
-        )
-        model = AutoModelForCausalLM.from_config(config).eval()
+        model = tiny_mixed_window_qwen2()
     else:
         model = tiny_model(family)
     width = get_adapter(model).ffn_width(0)
@@ -321,31 +308,22 @@ def test_lm_eval_runs_a_stories260k_2ssp_folder_by_path(stories_path, tmp_path):
 
 @needs_shared()
 def test_export_reads_the_base_model_from_the_run_beside_the_plan(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from experiments.run import register_resolvers, to_run_spec
-    from tests.conftest import ROOT
+    from tests.conftest import run_spec
     from twossp.export import main
     from twossp.pipeline import run
     from twossp.results import plan_path
 
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"paths.results_dir={tmp_path}",
-                "method=twossp",
-                "sparsity=0.375",
-                "eval.use=[wikitext2]",
-                "eval.max_windows=1",
-                "calib.n_samples=4",
-                "calib.seqlen=128",
-                "progress=false",
-                "save_model=true",
-            ],
-        )
-    spec = to_run_spec(cfg)
+    spec = run_spec(
+        f"paths.results_dir={tmp_path}",
+        "method=twossp",
+        "sparsity=0.375",
+        "eval.use=[wikitext2]",
+        "eval.max_windows=1",
+        "calib.n_samples=4",
+        "calib.seqlen=128",
+        "progress=false",
+        "save_model=true",
+    )
     assert run(spec).status == "done"
     plan = plan_path(tmp_path, spec.config_hash)
     out = main(["--plan", str(plan), "--out", str(tmp_path / "exported")])

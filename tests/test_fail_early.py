@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
-from tests.conftest import TEXT, needs_shared
+from tests.conftest import TEXT, needs_shared, run_spec
 from twossp import pipeline
 from twossp.data import DatasetFormatError, MissingDatasetError
 from twossp.results import run_path
@@ -24,13 +22,7 @@ pytestmark = needs_shared()
 
 
 def _spec(tmp_path, *overrides):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"paths.results_dir={tmp_path}", "progress=false", *overrides],
-        )
-    return to_run_spec(cfg)
+    return run_spec(f"paths.results_dir={tmp_path}", "progress=false", *overrides)
 
 
 @pytest.fixture

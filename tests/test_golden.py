@@ -10,18 +10,13 @@ tolerance allows for float32 reduction order across machines, not for a differen
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
-from tests.conftest import needs_shared
+from tests.conftest import needs_shared, run_spec
 from twossp.pipeline import run
 from twossp.plan import PrunePlan
 from twossp.results import plan_path
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]
 
 DENSE_PPL = {"wikitext2": None, "c4": None, "ptb": None}
@@ -32,13 +27,7 @@ RTOL = 1e-4
 
 
 def _run(tmp_path, *overrides):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"paths.results_dir={tmp_path}", "progress=false", *overrides],
-        )
-    spec = to_run_spec(cfg)
+    spec = run_spec(f"paths.results_dir={tmp_path}", "progress=false", *overrides)
     assert spec.protocol == "paper"
     outcome = run(spec)
     ppl = outcome.frame.query("metric == 'ppl'").set_index("dataset")["value"].to_dict()

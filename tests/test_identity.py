@@ -9,20 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers, to_run_spec
-from tests.conftest import STORIES, TEXT, needs_shared
+from tests.conftest import STORIES, TEXT, needs_shared, run_spec
 from twossp.testing import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(*overrides, device_hint=None):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return to_run_spec(cfg, device_hint)
+    return run_spec(*overrides, device_hint=device_hint)
 
 
 def _tiny_folder(path: Path, seed: int = 0, blocks: int = 2) -> str:

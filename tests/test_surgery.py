@@ -9,7 +9,7 @@ from twossp.adapters import ZeroAttention, get_adapter
 from twossp.modeling import ModelSpec, count_params, load_model, save_pruned
 from twossp.plan import PrunePlan
 from twossp.surgery import apply_plan
-from twossp.testing import tiny_model
+from twossp.testing import tiny_mixed_window_qwen2, tiny_model
 
 IDS = torch.randint(3, 128, (2, 20), generator=torch.Generator().manual_seed(1))
 
@@ -67,24 +67,7 @@ def test_generate_with_kv_cache_after_removing_first_attention(family):
     assert torch.equal(cached, uncached)
 
 
-def _mixed_window_qwen2():
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        use_sliding_window=True,
-        sliding_window=4,  # shorter than the prompt, so the window matters
-        max_window_layers=2,  # blocks 0-1 full attention, 2-3 sliding window
-        max_position_embeddings=64,
-    )
-    assert len(set(config.layer_types)) == 2
-    return AutoModelForCausalLM.from_config(config).eval()
+_mixed_window_qwen2 = tiny_mixed_window_qwen2
 
 
 @pytest.mark.parametrize(

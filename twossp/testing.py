@@ -82,3 +82,26 @@ def tiny_model(family: str = "llama", n_blocks: int = 4, seed: int = 0, dtype=to
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def tiny_mixed_window_qwen2(sliding_window: int = 4):
+    """A tiny Qwen2 whose blocks 0-1 use full attention and 2-3 a sliding window (shorter than
+    test prompts, so the window matters): a config with two ``layer_types``."""
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=sliding_window,
+        max_window_layers=2,
+        max_position_embeddings=64,
+    )
+    assert len(set(config.layer_types)) == 2
+    model = AutoModelForCausalLM.from_config(config).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
