@@ -61,7 +61,7 @@ CASES = {
         ValueError,
         "gives only",
     ),
-    "unknown_setting": (["+method.alfa=2"], ValueError, "did you mean alpha"),
+    "unknown_setting": (["+method.alfa=2"], ValueError, "Did you mean alpha"),
 }
 
 

@@ -267,7 +267,8 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     ]
     merged = pd.concat(aligned, ignore_index=True)
     for col in extra:
-        merged[col] = [None if _missing(v) else v for v in merged[col]]
+        values = [None if _missing(v) else v for v in merged[col]]
+        merged[col] = pd.Series(values, index=merged.index, dtype=object)
     return merged
 
 
