@@ -228,8 +228,28 @@ def check_method_overrides(argv: list[str]) -> None:
             sys.exit(2)
 
 
+def check_group_choices(argv: list[str]) -> None:
+    """``<group>=<name>`` naming no ``conf/<group>/<name>.yaml`` (``method=twosp``): one line
+    with a suggestion, before Hydra prints its multi-line listing (which would also offer the
+    method schemas as if they were methods). Sweep values are checked one by one."""
+    for arg in argv:
+        group, sep, value = arg.partition("=")
+        folder = ROOT / "conf" / group
+        if not sep or not group.isidentifier() or not folder.is_dir() or "(" in value:
+            continue
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        for name in value.split(","):
+            if name in known or name == "null":
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+            print(f"[twossp] error: no {group} {name!r} in conf/{group}/; {hint}", file=sys.stderr)
+            sys.exit(2)
+
+
 def cli() -> None:
     """The ``twossp-run`` console script (the same as ``python experiments/run.py``)."""
+    check_group_choices(sys.argv[1:])
     check_method_overrides(sys.argv[1:])
     main()
 

@@ -125,6 +125,24 @@ def test_a_mistyped_method_setting_gets_did_you_mean(tmp_path):
     assert "+method.alfa" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("method=twosp", "no method 'twosp' in conf/method/; did you mean twossp?"),
+        (
+            "model=stories260k,smollm2_13m",
+            "no model 'smollm2_13m' in conf/model/; did you mean smollm2_135m?",
+        ),
+        ("protocol=fair", "no protocol 'fair' in conf/protocol/; known: matched, paper"),
+    ],
+)
+def test_an_unknown_config_choice_gets_one_line(tmp_path, arg, expected):
+    out = _cli(tmp_path, arg)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = [x for x in out.stderr.splitlines() if x.strip()]
+    assert line == f"[twossp] error: {expected}"
+
+
 def test_missing_assets_and_no_hub_fail_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
