@@ -100,9 +100,12 @@ def test_a_text_file_that_is_not_utf8_is_named(tmp_path, no_weights):
 def test_an_unreachable_hub_corpus_fails_before_pruning(tmp_path, no_weights, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(Exception) as info:  # datasets' own error: offline and not cached
+    with pytest.raises(OSError) as info:  # offline and not cached
         pipeline.run(_spec(tmp_path, "eval.use=[wikitext2,fineweb_edu]"))
-    assert "fineweb" in str(info.value).lower()
+    assert str(info.value).startswith(
+        "dataset 'fineweb_edu': cannot read HuggingFaceFW/fineweb-edu"
+    )
+    assert "local_path" in str(info.value)
 
 
 def _cli(tmp_path, *args, env=None):

@@ -155,15 +155,22 @@ def _read_jsonl(path: Path, field: str, max_docs: int | None) -> list[str]:
 def _read_hub(ds: TextDataset) -> list[str]:
     import datasets
 
-    data = datasets.load_dataset(
-        ds.hub_path,
-        ds.hub_name,
-        split=ds.split,
-        # A bare file list becomes datasets' "train" split; name it after the split we want.
-        data_files={ds.split: ds.data_files} if ds.data_files else None,
-        revision=ds.revision,
-        streaming=ds.streaming,
-    )
+    try:
+        data = datasets.load_dataset(
+            ds.hub_path,
+            ds.hub_name,
+            split=ds.split,
+            # A bare file list becomes datasets' "train" split; name it after the split we want.
+            data_files={ds.split: ds.data_files} if ds.data_files else None,
+            revision=ds.revision,
+            streaming=ds.streaming,
+        )
+    except OSError as exc:  # offline, unreachable, not cached (ConnectionError is an OSError)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(
+            f"dataset {ds.name!r}: cannot read {ds.hub_path} from the hub ({reason}); run "
+            "where the hub is reachable or give the dataset a local_path"
+        ) from exc
     if ds.streaming:
         rows = data.take(ds.max_docs) if ds.max_docs else data
         return [row[ds.field] for row in rows]
