@@ -58,7 +58,7 @@ reproduce-table: $(VENV)
 	$(PY) -m analysis.tables --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/tables/$(EXPERIMENT)
 	$(PY) -m analysis.plots --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/plots/$(EXPERIMENT)
 
-# Efficiency bench, offline (~8 min on 2 CPUs): pruning time of every registered method, 2SSP
+# Efficiency bench, offline (~22 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
 # FLOP / parameter ideal, peak RSS of a pruning run. Writes $(RESULTS)/bench.md and bench.json.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--quick" or "--sections prune --threads 0".
