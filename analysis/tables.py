@@ -601,7 +601,7 @@ def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str)
 def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
     """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
     name = "achieved_sparsity"
-    runs, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity")
+    _, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity")
     sparsities = list(sparsities or found)
     values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], ROW_KEY)
     notes = [

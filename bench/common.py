@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TWOSSP_SHARED", ROOT.parent / "shared")).resolve()
 STORIES = SHARED / "assets" / "models" / "stories260K"
 TEXT = SHARED / "assets" / "text"
+SECTIONS = ("prune", "stage2", "eval", "forward", "rss", "smollm2")
 
 
 @dataclass
@@ -65,7 +66,7 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     methods: tuple[str, ...] | None = None
-    sections: tuple[str, ...] = ("prune", "stage2", "eval", "forward", "rss", "smollm2")
+    sections: tuple[str, ...] = SECTIONS
     quick: bool = False
 
     @classmethod

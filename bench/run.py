@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.common import (
     ROOT,
+    SECTIONS,
     BenchConfig,
     calibration,
     clock_name,
@@ -35,7 +36,6 @@ from bench.common import (
 from bench.report import markdown, targets
 
 log = logging.getLogger("bench")
-SECTIONS = ("prune", "stage2", "eval", "forward", "rss", "smollm2")
 
 
 def parse(argv: list[str] | None) -> tuple[BenchConfig, Path]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import ROOT, SHARED, BenchConfig, now
+from bench.common import ROOT, SHARED, BenchConfig, clock_name, now
 from twossp.evaluation.efficiency import forward_flops, time_interleaved
 from twossp.evaluation.perplexity import perplexity
 
@@ -38,9 +38,8 @@ def available() -> bool:
 def _spec(method: str, sparsity: float, cfg: BenchConfig, overrides: tuple[str, ...] = ()):
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import register_resolvers, to_run_spec
+    from experiments.run import to_run_spec  # importing it registers resolvers and schemas
 
-    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         config = compose(
             "config",
@@ -61,14 +60,10 @@ def matmul_gflops(dtype: torch.dtype, cfg: BenchConfig) -> float:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(tokens, d_in, generator=g).to(dtype)
     b = torch.randn(d_in, d_out, generator=g).to(dtype)
-    timing = time_interleaved({"mm": lambda: a @ b}, repeats=5, warmup=2, clock=_clock(cfg))["mm"]
+    timing = time_interleaved({"mm": lambda: a @ b}, repeats=5, warmup=2, clock=clock_name(cfg))[
+        "mm"
+    ]
     return 2 * tokens * d_in * d_out / timing.median / 1e9
-
-
-def _clock(cfg: BenchConfig) -> str:
-    from bench.common import clock_name
-
-    return clock_name(cfg)
 
 
 def dtype_choice(cfg: BenchConfig, model, ids: torch.Tensor) -> list[dict]:
@@ -83,7 +78,7 @@ def dtype_choice(cfg: BenchConfig, model, ids: torch.Tensor) -> list[dict]:
                 {"fwd": lambda m=work: m(input_ids=sample, use_cache=False)},
                 repeats=cfg.repeats,
                 warmup=cfg.warmup,
-                clock=_clock(cfg),
+                clock=clock_name(cfg),
             )["fwd"]
         flops = forward_flops(work, 1, seqlen).total
         gflops = matmul_gflops(dtype, cfg)

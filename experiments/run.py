@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# twossp (torch, transformers, pandas) is imported where a run is built, not at start-up, so
-# `--help`, `--cfg job` and a launcher's submitting process stay fast.
+# Start-up imports torch once, for the method classes whose settings Hydra composes against
+# (register_method_schemas); transformers, pandas and the rest load where a run is built.
 if TYPE_CHECKING:
     from twossp.data import TextDataset
     from twossp.evaluation.downstream import DownstreamSpec
@@ -200,6 +200,15 @@ def main(cfg: DictConfig) -> float | None:
     return objective(frame, str(cfg.get("objective", "ppl/wikitext2")))
 
 
+def _usage_error(problem: str, name: str, options) -> None:
+    """Print ``problem`` with the closest option (or all of them) as one line; exit 2."""
+    options = sorted(options)
+    close = difflib.get_close_matches(name, options, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(options)}"
+    print(f"[twossp] error: {problem}; {hint}", file=sys.stderr)
+    sys.exit(2)
+
+
 def check_method_overrides(argv: list[str]) -> None:
     """``method.<key>=...`` for a key no chosen method has: one line with a suggestion
     (Hydra would advise ``+method.<key>``, which only fails later)."""
@@ -219,13 +228,7 @@ def check_method_overrides(argv: list[str]) -> None:
     for arg in overrides:
         key = arg.split("=", 1)[0][len("method.") :].split(".")[0]
         if key not in fields:
-            close = difflib.get_close_matches(key, sorted(fields), n=1)
-            hint = f"; did you mean {close[0]}?" if close else f"; known: {sorted(fields)}"
-            print(
-                f"[twossp] error: method {'/'.join(names)} has no setting {key!r}{hint}",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+            _usage_error(f"method {'/'.join(names)} has no setting {key!r}", key, fields)
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -239,12 +242,8 @@ def check_group_choices(argv: list[str]) -> None:
             continue
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         for name in value.split(","):
-            if name in known or name == "null":
-                continue
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
-            print(f"[twossp] error: no {group} {name!r} in conf/{group}/; {hint}", file=sys.stderr)
-            sys.exit(2)
+            if name not in known and name != "null":
+                _usage_error(f"no {group} {name!r} in conf/{group}/", name, known)
 
 
 def cli() -> None:
