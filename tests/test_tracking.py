@@ -76,10 +76,15 @@ def read_wandb_log(path: Path) -> list:
 
 
 def _summary(records) -> dict:
+    """Summary as W&B rebuilds it: later records win. An update names its key either as
+    ``key`` or as a one-element ``nested_key``; which records carry which depends on
+    timing inside W&B's service, so both spellings are read."""
     out = {}
     for r in records:
         if r.WhichOneof("record_type") == "summary":
-            out.update({i.key: json.loads(i.value_json) for i in r.summary.update if i.key})
+            for i in r.summary.update:
+                key = i.key or ".".join(i.nested_key)
+                out[key] = json.loads(i.value_json)
     return out
 
 
