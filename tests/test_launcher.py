@@ -53,13 +53,22 @@ def _sweep(tmp_path: Path, methods: str = "dense,twossp") -> subprocess.Complete
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
 
 
+def _logs(tmp_path: Path) -> set[Path]:
+    return set((tmp_path / "out").rglob(".submitit/*/*_log.out"))
+
+
 @needs_shared()
 @pytest.mark.slow
-def test_local_launcher_sweep_merges_and_resumes(tmp_path):
-    first = _sweep(tmp_path)
+def test_local_launcher_sweep_launches_only_what_is_left_and_merges(tmp_path):
+    first = _sweep(tmp_path, "dense")
     assert first.returncode == 0, first.stderr[-3000:]
-    logs = list((tmp_path / "out").rglob(".submitit/*/*_log.out"))
-    assert len(logs) == 2  # each point ran as its own submitit job
+    assert len(_logs(tmp_path)) == 1  # the point ran as its own submitit job
+
+    before = _logs(tmp_path)
+    second = _sweep(tmp_path, "dense,twossp")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert len(_logs(tmp_path) - before) == 1  # twossp only: dense finished in the first sweep
+    assert "method=dense" in second.stdout and "finished earlier, not launched" in second.stdout
     rows = read_runs(tmp_path / "res")
     assert rows.config_hash.nunique() == 2 and rows.run_id.nunique() == 2
     assert sorted(rows.method.unique()) == ["dense", "twossp"]
@@ -68,27 +77,12 @@ def test_local_launcher_sweep_merges_and_resumes(tmp_path):
     files = sorted(p.name for p in (tmp_path / "res" / "runs").iterdir())
     assert files == sorted(f"{h}.parquet" for h in rows.config_hash)  # no temp files left
 
-    second = _sweep(tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
-    relogs = [p for p in (tmp_path / "out").rglob(".submitit/*/*_log.out") if p not in logs]
-    assert relogs == []  # a resubmitted sweep submits nothing that finished
-    assert second.stdout.count("finished earlier, not launched") == 2
-    again = read_runs(tmp_path / "res")
-    assert sorted(again.run_id) == sorted(rows.run_id)
-
-
-@needs_shared()
-@pytest.mark.slow
-def test_a_resubmitted_sweep_launches_only_what_is_left(tmp_path):
-    first = _sweep(tmp_path, "dense")
-    assert first.returncode == 0, first.stderr[-3000:]
-    before = set((tmp_path / "out").rglob(".submitit/*/*_log.out"))
-    second = _sweep(tmp_path, "dense,twossp")
-    assert second.returncode == 0, second.stderr[-3000:]
-    launched = set((tmp_path / "out").rglob(".submitit/*/*_log.out")) - before
-    assert len(launched) == 1  # twossp only: dense finished in the first sweep
-    assert "method=dense" in second.stdout and "finished earlier, not launched" in second.stdout
-    assert sorted(read_runs(tmp_path / "res").method.unique()) == ["dense", "twossp"]
+    before = _logs(tmp_path)
+    third = _sweep(tmp_path, "dense,twossp")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert _logs(tmp_path) == before  # a resubmitted sweep submits nothing that finished
+    assert third.stdout.count("finished earlier, not launched") == 2
+    assert sorted(read_runs(tmp_path / "res").run_id) == sorted(rows.run_id)
 
 
 def _frame(n: int, tag: str) -> pd.DataFrame:
