@@ -28,8 +28,10 @@ demo: $(VENV)
 	@TWOSSP_RESULTS=$(abspath $(DEMO_RESULTS)) $(PY) -m analysis.tables --experiment demo \
 		--out $(DEMO_RESULTS)/tables --only table1_ppl
 
+# One pytest-xdist worker per core (tests/conftest.py gives each worker its share of the
+# threads); a file's tests stay on one worker, so its fixtures load once.
 test: $(VENV)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: $(VENV)
 	$(PY) -m ruff check twossp baselines experiments analysis tests bench hydra_plugins

@@ -18,6 +18,20 @@ TEXT = ASSETS / "text"
 TASKS = ASSETS / "tasks"
 
 
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist each worker gets its share of the cores, and so do the
+    subprocesses it starts: torch's default (every core per process) would oversubscribe
+    them many times over."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_cores_between_workers()
+
+
 def needs_shared():
     return pytest.mark.skipif(
         not STORIES.exists(),
