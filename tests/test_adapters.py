@@ -60,11 +60,17 @@ def test_structure(model):
     attn, mlp = a.submodule_params(0)
     qkvo = 2 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * kv
     biases = (0, c.hidden_size + 2 * kv, 2 * c.hidden_size + 2 * kv)  # none, q/k/v, all
-    assert attn - qkvo in biases
+    qk_norms = (0, c.hidden_size + kv)  # OLMo 2 normalises queries and keys
+    assert any(attn - qkvo - n in biases for n in qk_norms)
     gated = 3 * c.hidden_size * c.intermediate_size
     plain = 2 * c.hidden_size * c.intermediate_size + c.intermediate_size + c.hidden_size
     assert mlp in (gated, plain)
-    norms = sum(p.numel() for n, p in a.blocks[0].named_parameters() if "norm" in n)
+    inside = (a.attn_name + ".", a.mlp_name + ".")
+    norms = sum(
+        p.numel()
+        for n, p in a.blocks[0].named_parameters()
+        if "norm" in n and not n.startswith(inside)
+    )
     assert a.block_params() == a.num_blocks * (attn + mlp + norms)
 
 

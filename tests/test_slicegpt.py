@@ -142,7 +142,7 @@ def test_round_to_falls_back_to_the_closest_width(caplog):
     assert "round_to=8" in caplog.text
 
 
-@pytest.mark.parametrize("family", ["phi", "gemma2"])
+@pytest.mark.parametrize("family", ["phi", "gemma2", "olmo2"])
 def test_unsupported_family_fails_in_check_naming_the_supported(family):
     model = tiny_model(family)
     state = copy.deepcopy(model.state_dict())

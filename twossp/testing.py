@@ -11,12 +11,13 @@ from transformers import (
     Gemma2Config,
     LlamaConfig,
     MistralConfig,
+    Olmo2Config,
     Phi3Config,
     PhiConfig,
     Qwen2Config,
 )
 
-FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi", "gemma2")
+FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi", "gemma2", "olmo2")
 
 
 def tiny_config(
@@ -59,6 +60,8 @@ def tiny_config(
             pad_token_id=0,
             **common,
         )
+    if family == "olmo2":  # post-norms only, query / key norms inside the attention
+        return Olmo2Config(num_key_value_heads=2, pad_token_id=0, **common)
     raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
 
 

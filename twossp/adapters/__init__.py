@@ -7,12 +7,13 @@ from torch import nn
 from twossp.adapters.base import ModelAdapter, ZeroAttention, ZeroMLP
 from twossp.adapters.gemma2 import Gemma2Adapter
 from twossp.adapters.llama import LlamaAdapter
+from twossp.adapters.olmo2 import Olmo2Adapter
 from twossp.adapters.phi import PhiAdapter
 from twossp.adapters.phi3 import Phi3Adapter
 
 _ADAPTERS: dict[str, type[ModelAdapter]] = {
     model_type: cls
-    for cls in (LlamaAdapter, Phi3Adapter, PhiAdapter, Gemma2Adapter)
+    for cls in (LlamaAdapter, Phi3Adapter, PhiAdapter, Gemma2Adapter, Olmo2Adapter)
     for model_type in cls.model_types
 }
 

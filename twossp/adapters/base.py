@@ -42,8 +42,8 @@ class ModelAdapter:
     attn_name: ClassVar[str] = "self_attn"
     mlp_name: ClassVar[str] = "mlp"
     # Norms that belong to the attention / to the MLP (pre-norms feeding only it, post-norms
-    # applied only to its output); they are removed with it. The first one of each is the
-    # pre-norm reading the residual stream (what rotation methods fold).
+    # applied only to its output); they are removed with it. In rotatable families the first
+    # one of each is the pre-norm reading the residual stream (what rotation methods fold).
     attn_norm_names: ClassVar[tuple[str, ...]] = ("input_layernorm",)
     mlp_norm_names: ClassVar[tuple[str, ...]] = ("post_attention_layernorm",)
     final_norm_name: ClassVar[str] = "norm"

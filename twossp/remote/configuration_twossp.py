@@ -11,6 +11,7 @@ from transformers import (
     Gemma2Config,
     LlamaConfig,
     MistralConfig,
+    Olmo2Config,
     Phi3Config,
     PhiConfig,
     Qwen2Config,
@@ -41,6 +42,10 @@ class TwosspGemma2Config(Gemma2Config):
     model_type = "twossp_gemma2"
 
 
+class TwosspOlmo2Config(Olmo2Config):
+    model_type = "twossp_olmo2"
+
+
 PRUNED_PREFIX = "twossp_"
 # Stock model_type -> the configuration of its pruned variant.
 PRUNED_CONFIGS = {
@@ -48,9 +53,11 @@ PRUNED_CONFIGS = {
     for cls in (
         TwosspLlamaConfig,
         TwosspMistralConfig,
+        TwosspOlmo2Config,
         TwosspQwen2Config,
         TwosspPhi3Config,
         TwosspPhiConfig,
         TwosspGemma2Config,
+        TwosspOlmo2Config,
     )
 }

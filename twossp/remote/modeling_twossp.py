@@ -11,6 +11,7 @@ from transformers import (
     Gemma2ForCausalLM,
     LlamaForCausalLM,
     MistralForCausalLM,
+    Olmo2ForCausalLM,
     Phi3ForCausalLM,
     PhiForCausalLM,
     Qwen2ForCausalLM,
@@ -20,6 +21,7 @@ from .configuration_twossp import (
     TwosspGemma2Config,
     TwosspLlamaConfig,
     TwosspMistralConfig,
+    TwosspOlmo2Config,
     TwosspPhi3Config,
     TwosspPhiConfig,
     TwosspQwen2Config,
@@ -57,3 +59,7 @@ class TwosspPhiForCausalLM(PrunedMixin, PhiForCausalLM):
 
 class TwosspGemma2ForCausalLM(PrunedMixin, Gemma2ForCausalLM):
     config_class = TwosspGemma2Config
+
+
+class TwosspOlmo2ForCausalLM(PrunedMixin, Olmo2ForCausalLM):
+    config_class = TwosspOlmo2Config
