@@ -39,6 +39,8 @@ def targets(result: dict) -> list[dict]:
     fwd = result.get("forward")
     if fwd:
         for r in fwd[1:]:
+            if r.get("diagnostic"):
+                continue
             dev = r["latency_vs_ideal"] - 1
             out.append(
                 {

@@ -247,6 +247,25 @@ def eval_overhead(cfg: BenchConfig, model: nn.Module, ids: torch.Tensor, what: s
 
 # --- 4. forward latency and memory of pruned models -----------------------------------------
 
+ALIGNED_TWOSSP = "twossp (FFN width rounded down to x8)"
+
+
+def ffn_width_rounded_down(model: nn.Module, multiple: int) -> nn.Module:
+    """A copy of ``model`` whose FFN widths are cut to the multiple of ``multiple`` below.
+
+    A latency diagnostic only: it keeps each block's first neurons (no scores), so its
+    perplexity means nothing; its FLOPs and time show what the kernels make of an aligned
+    width at nearly the same size.
+    """
+    out = copy.deepcopy(model)
+    adapter = get_adapter(out)
+    for i in range(adapter.num_blocks):
+        width = adapter.ffn_width(i)
+        aligned = max(multiple, width - width % multiple)
+        if aligned < width:
+            adapter.keep_ffn_neurons(i, torch.arange(aligned))
+    return out
+
 
 def forward_costs(cfg: BenchConfig, pruned: dict[str, nn.Module]) -> list[dict]:
     """Latency and peak memory of every pruned model vs. the dense one (first key: dense)."""

@@ -224,6 +224,7 @@ def test_cuda_timing_and_memory():
 def test_bench_quick_run_writes_report(tmp_path):
     from bench.common import BenchConfig
     from bench.run import run, write
+    from bench.sections import ALIGNED_TWOSSP
 
     cfg = BenchConfig.quick_config(
         sections=("prune", "stage2", "eval", "forward"), methods=("dense", "twossp", "shortgpt")
@@ -231,13 +232,19 @@ def test_bench_quick_run_writes_report(tmp_path):
     result = run(cfg)
     md, js = write(result, tmp_path)
     data = json.loads(js.read_text())
-    assert {r["method"] for r in data["forward"]} == {"dense", "twossp", "shortgpt"}
+    forward = {r["method"]: r for r in data["forward"]}
+    assert set(forward) == {"dense", "twossp", "shortgpt", ALIGNED_TWOSSP}
     assert all(r["same_choices"] for r in data["stage2"])
     dense = data["forward"][0]
     assert dense["method"] == "dense" and dense["latency_ratio"] == 1.0
     assert 0 < data["forward"][1]["flop_ratio"] < 1
+    # The diagnostic copy: the same model with every FFN width cut to a multiple of 8.
+    assert forward[ALIGNED_TWOSSP]["diagnostic"] and not forward["twossp"]["diagnostic"]
+    assert forward[ALIGNED_TWOSSP]["flop_ratio"] < forward["twossp"]["flop_ratio"]
     names = [t["target"] for t in data["targets"]]
     assert any("stage-2 cache" in n for n in names) and any("overhead" in n for n in names)
+    assert any(n.startswith("twossp:") for n in names)
+    assert not any(n.startswith(ALIGNED_TWOSSP) for n in names)  # no target of its own
     assert "## Targets" in md.read_text()
 
 
@@ -253,3 +260,14 @@ def test_eval_batch_size_auto_reaches_the_run_spec():
         fixed = to_run_spec(compose("config", overrides=["eval.batch_size=4"]))
     assert auto.eval.batch_size == "auto" and fixed.eval.batch_size == 4
     assert auto.config_hash == fixed.config_hash  # the batch does not change a result
+
+
+def test_width_rounding_diagnostic_copies_and_aligns():
+    from bench.sections import ffn_width_rounded_down
+    from twossp.adapters import get_adapter
+
+    model = tiny_model("llama")  # FFN width 160 in every block
+    get_adapter(model).keep_ffn_neurons(0, torch.arange(150))
+    aligned = get_adapter(ffn_width_rounded_down(model, 8))
+    assert [aligned.ffn_width(i) for i in range(4)] == [144, 160, 160, 160]
+    assert get_adapter(model).ffn_width(0) == 150  # the original is untouched
