@@ -21,7 +21,11 @@ from twossp.pipeline import peak_memory_metrics
 from twossp.surgery import remove_attention, remove_blocks
 from twossp.testing import tiny_model
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def cuda(test):
+    """A test that needs a CUDA GPU (selected by ``-m gpu`` in bench/device_check.sh)."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    return pytest.mark.gpu(skip(test))
 
 
 def _counted_flops(model, ids) -> int:
