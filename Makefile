@@ -60,10 +60,31 @@ reproduce-table: $(VENV)
 	$(PY) -m analysis.tables --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/tables/$(EXPERIMENT)
 	$(PY) -m analysis.plots --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/plots/$(EXPERIMENT)
 
-# Efficiency bench, offline (~22 min on 2 CPUs): pruning time of every registered method, 2SSP
+# Efficiency bench, offline (~24 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
 # FLOP / parameter ideal, peak RSS of a pruning run. Writes $(RESULTS)/bench.md and bench.json.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--quick" or "--sections prune --threads 0".
 .PHONY: bench
 bench: $(VENV)
 	$(RESULTS_ENV) $(PY) -m bench.run $(BENCH_ARGS)
+
+# GPU checks for a lent GPU machine (one H200, Python 3.12, no network; see bench/device_check.sh).
+# device-prep runs here, with network: wheels (at constraints.txt's versions) of what that
+# machine's image lacks into .whl/, and stories260K with the text into .device_shared/ (both
+# ignored by git; name them in the device call's carry). Then, on the device:
+#   bash bench/device_check.sh
+DEVICE_WHEELS := transformers tokenizers huggingface_hub hf-xet httpx2 httpcore2 truststore \
+	anyio idna h11 click regex safetensors typer shellingham hydra-core omegaconf
+DEVICE_PLATFORMS := $(foreach n,2_28 2_27 2_17 2014 1,--platform manylinux$(if $(findstring _,$(n)),_$(n),$(n))_x86_64)
+pin = $(shell grep -i -m1 '^$(1)==' constraints.txt)
+.PHONY: device-prep
+device-prep: $(VENV)
+	rm -rf .whl .device_shared && mkdir -p .whl .device_shared/assets/models
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(DEVICE_PLATFORMS) -d .whl \
+		$(foreach p,$(DEVICE_WHEELS),$(call pin,$(p)))
+	$(PY) -m pip wheel -q --no-deps -w .whl $(call pin,antlr4-python3-runtime)
+	cp -r $(SHARED_DIR)/assets/models/stories260K .device_shared/assets/models/
+	cp -r $(SHARED_DIR)/assets/text .device_shared/assets/
+	chmod -R u+w .device_shared
+	@du -sh .whl .device_shared
