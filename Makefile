@@ -75,7 +75,8 @@ bench: $(VENV)
 #   bash bench/device_check.sh
 DEVICE_WHEELS := transformers tokenizers huggingface_hub hf-xet httpx2 httpcore2 truststore \
 	anyio idna h11 click regex safetensors typer shellingham hydra-core omegaconf
-DEVICE_PLATFORMS := $(foreach n,2_28 2_27 2_17 2014 1,--platform manylinux$(if $(findstring _,$(n)),_$(n),$(n))_x86_64)
+DEVICE_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
 pin = $(shell grep -i -m1 '^$(1)==' constraints.txt)
 .PHONY: device-prep
 device-prep: $(VENV)

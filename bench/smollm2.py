@@ -60,9 +60,8 @@ def matmul_gflops(dtype: torch.dtype, cfg: BenchConfig) -> float:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(tokens, d_in, generator=g).to(dtype)
     b = torch.randn(d_in, d_out, generator=g).to(dtype)
-    timing = time_interleaved({"mm": lambda: a @ b}, repeats=5, warmup=2, clock=clock_name(cfg))[
-        "mm"
-    ]
+    clock = clock_name(cfg)
+    timing = time_interleaved({"mm": lambda: a @ b}, repeats=5, warmup=2, clock=clock)["mm"]
     return 2 * tokens * d_in * d_out / timing.median / 1e9
 
 

@@ -26,6 +26,8 @@ measured sparsity can exceed the target by that norm's few parameters.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -218,11 +220,20 @@ class TwoSSP(PruningMethod):
         return plan_on_copy(self, model, ctx)
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
+        return self.prune_timed(model, ctx)[0]
+
+    def prune_timed(
+        self, model: nn.Module, ctx: PruneContext, clock: Callable[[], float] = time.perf_counter
+    ) -> tuple[PrunePlan, tuple[float, float]]:
+        """:meth:`prune`, also returning the seconds of stage 1 and stage 2 read off ``clock``
+        (pass a clock that synchronises the GPU to time CUDA work)."""
         adapter = get_adapter(model)
         budget = self.budget(model, ctx.sparsity)
         samples = select_samples(ctx.calibration, self.n_calib_stage1, "2SSP stage 1")
         scored = select_samples(samples, self.n_calib_stage2, "2SSP stage 2", self.score_seqlen)
+        t0 = clock()
         keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
+        t1 = clock()
         removed = stage2_attention(
             adapter,
             scored,
@@ -230,6 +241,7 @@ class TwoSSP(PruningMethod):
             self.use_cache,
             ctx.progress,
         )
+        t2 = clock()
         info = {
             "n_attn": budget.n_attn,
             "ffn_keep": budget.ffn_keep,
@@ -246,4 +258,4 @@ class TwoSSP(PruningMethod):
             budget.ffn_width,
             removed,
         )
-        return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info)
+        return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info), (t1 - t0, t2 - t1)
