@@ -68,6 +68,9 @@ METRIC_FIELDS = [
     ("dataset", pa.string()),
     ("phase", pa.string()),
     ("value", pa.float64()),
+    ("unit", pa.string()),
+    ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()),
     ("variant", pa.string()),
 ]
 SCHEMA = pa.schema(RUN_FIELDS + METRIC_FIELDS)  # the fixed part; method.* columns follow
@@ -111,13 +114,17 @@ class RunRecord:
 
 @dataclass
 class Metric:
-    """One measured value: ``metric`` on ``dataset`` (or, for memory, during ``phase``)."""
+    """One measured value: ``metric`` on ``dataset`` (or, for memory, during ``phase``),
+    in ``unit`` when it has one, with a 95% interval ``[ci_low, ci_high]`` when one is known."""
 
     metric: str
     dataset: str | None
     value: float
     variant: dict = field(default_factory=dict)
     phase: str | None = None
+    unit: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
 
 
 def config_hash(config: dict) -> str:
@@ -273,6 +280,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 _LEGACY_WARNED: set[str] = set()
+_LATER_METRIC_COLUMNS = ("unit", "ci_low", "ci_high")
 
 
 def read_run(path: str | Path) -> pd.DataFrame:
@@ -296,6 +304,9 @@ def read_run(path: str | Path) -> pd.DataFrame:
             frame = upgrade_legacy(frame, path)
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptRunError(f"{path}: not a run file of any known schema ({exc})") from exc
+    for col in _LATER_METRIC_COLUMNS:  # files written before these columns existed
+        if col not in frame.columns:
+            frame[col] = None
     frame["versions"] = frame["versions"].map(_as_dict)
     for col in method_columns(frame):
         if frame[col].dtype == object:  # parquet lists come back as numpy arrays
