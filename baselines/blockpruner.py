@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod, select_samples
+from twossp.methods.base import PruneContext, PruningMethod, clip_windows, select_samples
 from twossp.plan import PrunePlan
 from twossp.scoring import KINDS, SubmoduleScorer, has_submodule, swap_submodule, zero_submodule
 from twossp.sparsity import (
@@ -202,6 +202,9 @@ class BlockPruner(PruningMethod):
 
     def calibration_windows(self) -> int:
         return self.n_calib
+
+    def reading(self, n_windows: int) -> BlockPruner:
+        return replace(self, n_calib=clip_windows(self.n_calib, n_windows, none_is_all=False))
 
     def check(self, model: nn.Module, sparsity: float) -> None:
         if self.n_calib < 1:

@@ -281,6 +281,13 @@ class EvoPress(PruningMethod):
         n = self.pool_tokens // seqlen
         return replace(base, n_samples=n, seqlen=seqlen, seed=0, packing="documents")
 
+    def calibration_identity(self, base: CalibrationSpec) -> CalibrationSpec:
+        """The ``evopress`` pool reads only the run's dataset (its own sizes and packing are
+        method settings): the run's window settings hash as their defaults."""
+        if self.pool == "run":
+            return base
+        return CalibrationSpec(dataset=base.dataset)
+
     def n_generations(self, n_blocks: int, k: int) -> int:
         n = default_generations(n_blocks, k) if self.generations is None else self.generations
         return n if self.max_generations is None else min(n, self.max_generations)

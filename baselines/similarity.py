@@ -9,7 +9,7 @@ memory stays at a few hidden states whatever the depth.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, run_blocks
-from twossp.methods.base import PruneContext, PruningMethod, select_samples
+from twossp.methods.base import PruneContext, PruningMethod, clip_windows, select_samples
 from twossp.sparsity import blocks_for_sparsity, validate_sparsity
 
 
@@ -70,6 +70,9 @@ class BlockSimilarityMethod(PruningMethod):
 
     def calibration_windows(self) -> int | None:
         return self.n_calib
+
+    def reading(self, n_windows: int) -> BlockSimilarityMethod:
+        return replace(self, n_calib=clip_windows(self.n_calib, n_windows))
 
     def setup(self, model: nn.Module, ctx: PruneContext) -> tuple[ModelAdapter, int, torch.Tensor]:
         """The adapter, the number of blocks to drop and the calibration samples to use."""

@@ -56,10 +56,10 @@ CASES = {
         "/nonexistent/ptb.txt",
     ),
     "nothing": (["eval.use=[]"], ValueError, "nothing to evaluate"),
-    "too_few_tokens": (
-        ["calib.n_samples=100000", "calib.seqlen=512"],
+    "too_few_windows": (
+        ["method.n_calib_stage1=3000", "method.n_calib_stage2=3000", "calib.n_samples=3000"],
         ValueError,
-        "gives only",
+        "holds 2583 complete .* needs method.n_calib_stage2=3000",
     ),
     "unknown_setting": (["+method.alfa=2"], ValueError, "Did you mean alpha"),
 }

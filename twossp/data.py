@@ -8,7 +8,8 @@ Each corpus is a :class:`TextDataset`: where it lives on the hub, optionally a l
 The streams follow the 2SSP authors' code (``main.py``, ``src/utilities.py``): documents in
 file order, joined with ``join`` ("\\n\\n"), tokenized once without special tokens; evaluation
 scores every non-overlapping window of the stream; calibration cuts the first ``n_samples``
-consecutive windows, after shuffling the documents only for a non-zero seed.
+consecutive windows (fewer when the corpus holds fewer), after shuffling the documents only
+for a non-zero seed.
 """
 
 from __future__ import annotations
@@ -262,12 +263,17 @@ _CALIBRATION: dict[tuple, torch.Tensor] = {}
 
 
 def calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
-    """``[n_samples, seqlen]`` token ids (see :class:`CalibrationSpec` for the packing).
+    """``[n, seqlen]`` token ids, ``n = min(n_samples, complete windows the corpus holds)``
+    (see :class:`CalibrationSpec` for the packing).
 
-    Memoised per (tokenizer, spec), so the runs of a sweep tokenize the corpus once.
+    A corpus with fewer complete windows than ``n_samples`` gives those it holds (possibly
+    none): the caller decides whether that is enough and says so. The authors'
+    ``get_calibration`` does not check either: past the end of the stream it hands out a
+    partial window and then empty ones; here only complete windows are returned.
 
-    Raises:
-        ValueError: when the corpus holds fewer tokens than ``n_samples`` windows need.
+    Memoised per (tokenizer, spec); the ``stream`` packing tokenizes the corpus once per
+    (tokenizer, dataset, seed), so the methods of a sweep that read different numbers of
+    windows share one tokenization.
     """
     spec.check()
     key = (getattr(tokenizer, "name_or_path", id(tokenizer)), json.dumps(asdict(spec)))
@@ -276,22 +282,26 @@ def calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
     return _CALIBRATION[key]
 
 
+_CALIBRATION_STREAMS: dict[tuple, torch.Tensor] = {}
+
+
+def _calibration_stream(tokenizer, ds: TextDataset, seed: int) -> torch.Tensor:
+    key = (getattr(tokenizer, "name_or_path", id(tokenizer)), json.dumps(asdict(ds)), seed)
+    if key not in _CALIBRATION_STREAMS:
+        docs = load_documents(ds)
+        docs = [docs[j] for j in document_order(len(docs), seed)]
+        _CALIBRATION_STREAMS[key] = tokenize(tokenizer, ds.join.join(docs))
+    return _CALIBRATION_STREAMS[key]
+
+
 def _calibration_samples(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
-    docs = load_documents(spec.dataset)
-    docs = [docs[j] for j in document_order(len(docs), spec.seed)]
     if spec.packing == "documents":
-        windows = _pack_documents(tokenizer, docs, spec)
-    else:
-        ids = tokenize(tokenizer, spec.dataset.join.join(docs))
-        n = min(spec.n_samples, ids.numel() // spec.seqlen)
-        windows = ids[: n * spec.seqlen].view(n, spec.seqlen)
-    if len(windows) < spec.n_samples:
-        raise ValueError(
-            f"calibration needs {spec.n_samples} windows of {spec.seqlen} tokens; "
-            f"{spec.dataset.name} ({len(docs)} documents, {spec.packing} packing) gives only "
-            f"{len(windows)}: lower calib.n_samples or calib.seqlen"
-        )
-    return windows
+        docs = load_documents(spec.dataset)
+        docs = [docs[j] for j in document_order(len(docs), spec.seed)]
+        return _pack_documents(tokenizer, docs, spec)
+    ids = _calibration_stream(tokenizer, spec.dataset, spec.seed)
+    n = min(spec.n_samples, ids.numel() // spec.seqlen)
+    return ids[: n * spec.seqlen].view(n, spec.seqlen)
 
 
 def _pack_documents(tokenizer, docs: list[str], spec: CalibrationSpec) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from twossp import sparsity as sp
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
-from twossp.devices import resolve_device, resolve_dtype
+from twossp.devices import check_device, resolve_device, resolve_dtype, use_threads
 from twossp.evaluation.perplexity import perplexity, windows
 from twossp.evaluation.runtime import (
     PeakMemory,
@@ -63,6 +63,8 @@ class EvalSpec:
     batch_size: int | str = 8  # or "auto": sized to free GPU memory (8 on CPU)
     max_windows: int | None = None
     downstream: object | None = None
+    # Inference costs of the evaluated model (eval.inference=true): an InferenceSpec, or None.
+    inference: object | None = None
 
 
 @dataclass
@@ -85,6 +87,8 @@ class RunSpec:
     progress: bool = True
     # Where the run will execute when it differs from here (a sweep submitted to GPU nodes).
     device_hint: str | None = None
+    # CPU threads for torch (None: its default); recorded, not hashed (like the batch size).
+    threads: int | None = None
 
     @cached_property
     def built_method(self) -> PruningMethod:
@@ -99,8 +103,15 @@ class RunSpec:
         return resolve_dtype(self.model.dtype, self.device)
 
     def identity(self) -> dict:
-        """Everything that can change this run's numbers (and nothing else)."""
+        """Everything that can change this run's numbers (and nothing else).
+
+        The method and calibration enter as the method reads them
+        (:meth:`PruningMethod.reading`, :meth:`PruningMethod.calibration_identity`): settings
+        that make the same computation (``calib.n_samples=32`` or ``256`` for 2SSP, which
+        reads 32) share a hash."""
         method = self.built_method
+        if method.needs_calibration:
+            method = method.reading(self.calib.n_samples)
         view = {
             "model": {
                 **self.model.source().identity(),
@@ -117,12 +128,15 @@ class RunSpec:
                 "downstream": _downstream_identity(self.eval.downstream),
             },
         }
+        if self.eval.inference is not None:  # only when on: hashes of runs without it stay
+            view["eval"]["inference"] = self.eval.inference.identity()
         if method.uses_sparsity:
             view["sparsity"] = float(self.sparsity)
         if method.needs_calibration:
+            calib = method.calibration_identity(self.calib)
             view["calib"] = {
-                **dataclasses.asdict(self.calib),
-                "dataset": _data_identity(self.calib.dataset),
+                **dataclasses.asdict(calib),
+                "dataset": _data_identity(calib.dataset),
             }
         return view
 
@@ -177,6 +191,7 @@ def cap_seqlen(requested: int, context: int | None) -> int:
 
 def prepare(spec: RunSpec) -> Prepared:
     """All checks and all data, before any weights load. Raises on the first problem."""
+    check_device(spec.model.device)
     method = spec.built_method
     target = sp.validate_sparsity(spec.sparsity) if method.uses_sparsity else 0.0
     if not spec.eval.datasets and spec.eval.downstream is None:
@@ -188,33 +203,25 @@ def prepare(spec: RunSpec) -> Prepared:
     config = check_model(spec.model)
     method.check(skeleton(config), target)
     context = getattr(config, "max_position_embeddings", None)
-    calib, needed = None, None
+    calib = None
     if method.needs_calibration:
         base = dataclasses.replace(spec.calib, seqlen=cap_seqlen(spec.calib.seqlen, context))
-        calib = method.calibration_spec(base, context)
-        calib.check()
-        needed = method.calibration_windows()
-        if needed is not None and needed > calib.n_samples:
-            log.info(
-                "%s reads the first %d calibration windows (its setting asks for %d; "
-                "calib.n_samples is %d)",
-                method.name,
-                calib.n_samples,
-                needed,
-                calib.n_samples,
-            )
+        method = _reading(method, base.n_samples)
+        calib = _calibration_read(method, base, context)
     for ds in spec.eval.datasets:
         ds.check()
     if spec.eval.downstream is not None:
         spec.eval.downstream.check()
+    if spec.eval.inference is not None:
+        spec.eval.inference.check(context, cap_seqlen(spec.eval.seqlen, context))
     eval_seqlen = cap_seqlen(spec.eval.seqlen, context)
     _note_caps(spec, calib, eval_seqlen, context)
     tokenizer = load_tokenizer(spec.model)
     calibration = torch.empty(0, 0, dtype=torch.long)
     if calib is not None:
         calibration = calibration_samples(tokenizer, calib)
-        if needed is not None:
-            calibration = calibration[:needed]
+        if len(calibration) < calib.n_samples:
+            method = _fewer_windows(method, calib, len(calibration))
     streams = {}
     for ds in spec.eval.datasets:
         ids, _ = token_stream(tokenizer, ds, eval_seqlen)
@@ -229,6 +236,63 @@ def prepare(spec: RunSpec) -> Prepared:
 
         tasks = prepare_tasks(spec.eval.downstream)
     return Prepared(method, target, tokenizer, calib, calibration, streams, eval_seqlen, tasks)
+
+
+def _reading(method: PruningMethod, n_windows: int) -> PruningMethod:
+    """The method as it reads ``calib.n_samples`` windows; one line when that changes a
+    setting (the record holds the count read, not the one asked for)."""
+    read = method.reading(n_windows)
+    asked, got = dataclasses.asdict(method), dataclasses.asdict(read)
+    changed = [
+        f"method.{k}={asked[k]} -> {'None (all)' if got[k] is None else got[k]}"
+        for k in asked
+        if asked[k] != got[k]
+    ]
+    if changed:
+        log.info(
+            "%s reads at most calib.n_samples=%d calibration windows; recorded as read: %s",
+            method.name,
+            n_windows,
+            ", ".join(changed),
+        )
+    return read
+
+
+def _calibration_read(method: PruningMethod, base: CalibrationSpec, context) -> CalibrationSpec:
+    """The calibration windows ``method`` reads (its count of them, not ``calib.n_samples``),
+    refused when the settings ask it to work with fewer than it can."""
+    calib = method.calibration_spec(base, context)
+    calib.check()
+    fewest, setting = method.fewest_windows()
+    if fewest > calib.n_samples:
+        raise ValueError(
+            f"{method.name} needs {setting}={fewest} calibration windows but calib.n_samples is "
+            f"{calib.n_samples}: lower {setting} or raise calib.n_samples"
+        )
+    wanted = method.calibration_windows()
+    return calib if wanted is None else dataclasses.replace(calib, n_samples=wanted)
+
+
+def _fewer_windows(method: PruningMethod, calib: CalibrationSpec, got: int) -> PruningMethod:
+    """A corpus with fewer complete windows than ``method`` reads: use those it holds (one
+    line), or refuse when the method cannot work with so few."""
+    fewest, setting = method.fewest_windows()
+    where = (
+        f"{calib.dataset.name} ({calib.packing} packing) holds {got} complete calibration "
+        f"windows of {calib.seqlen} tokens"
+    )
+    if got < fewest:
+        asks = f"{setting}={fewest}" if setting else f"at least {fewest}"
+        lower = f"{setting} or calib.seqlen" if setting else "calib.seqlen"
+        raise ValueError(f"{where}; {method.name} needs {asks}: lower {lower}")
+    log.warning(
+        "%s, fewer than the %d %s reads; using those %d (recorded as calib_windows)",
+        where,
+        calib.n_samples,
+        method.name,
+        got,
+    )
+    return method.reading(got)
 
 
 def _check_eval_settings(evaluation: EvalSpec) -> None:
@@ -282,6 +346,7 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         if spec.save_model_dir is not None and not Path(spec.save_model_dir).exists():
             save_finished(spec)
         return RunOutcome("skipped", path)
+    use_threads(spec.threads)  # before tokenizing and pruning
     ready = prepare(spec)
     torch.manual_seed(spec.seed)
     model, _ = load_model(spec.model, with_tokenizer=False)
@@ -295,7 +360,7 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     after = sp.count(model)
     achieved = sp.measure(before, after)
     plan.save(plan_path(spec.results_dir, spec.config_hash))
-    log.info(
+    log.debug(  # the command line's summary prints these (each metric once)
         "%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
         method.name,
         ready.target,
@@ -307,6 +372,8 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
     with track_peak_memory() as eval_peak:
         metrics = evaluate(model, ready, spec)
     metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
+    # After the eval phase's peak is read: the prefill's own peak resets CUDA's counter.
+    metrics.extend(inference_metrics(model, ready, spec))
     frame = to_frame(_record(spec, method, ready, before, after, achieved, prune_seconds), metrics)
     write_run(frame, path)
     if spec.save_model_dir is not None:
@@ -402,6 +469,7 @@ def _record(spec, method, ready, before, after, achieved, prune_seconds) -> RunR
         prune_seconds=prune_seconds,
         seed=spec.seed,
         calib=calib,
+        threads=torch.get_num_threads(),
     )
 
 
@@ -412,6 +480,16 @@ def peak_memory_metrics(peaks: dict[str, PeakMemory]) -> list[Metric]:
         for phase, p in peaks.items()
         if p.peak_bytes is not None
     ]
+
+
+def inference_metrics(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
+    """Inference rows (eval.inference=true) on the first window of the first corpus."""
+    if spec.eval.inference is None:
+        return []
+    from twossp.evaluation.inference import first_window, measure
+
+    window, source = first_window(ready.streams, ready.eval_seqlen, model.config.vocab_size)
+    return measure(model, window, spec.eval.inference, source)
 
 
 def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
@@ -437,8 +515,17 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
             "max_windows": spec.eval.max_windows,
             "tokens": res.tokens,
         }
-        log.info("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)
-        metrics.append(Metric("ppl", ds.name, res.ppl, variant))
+        log.debug("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)
+        metrics.append(  # window NLLs at full precision, so intervals can be recomputed
+            Metric(
+                "ppl",
+                ds.name,
+                res.ppl,
+                {**variant, "window_nll": res.window_nll},
+                ci_low=res.ci_low,
+                ci_high=res.ci_high,
+            )
+        )
     if spec.eval.downstream is not None:
         from twossp.evaluation.downstream import evaluate_tasks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -12,7 +12,13 @@ from baselines.slicegpt.fusion import fuse_norms
 from baselines.slicegpt.modules import is_rotated
 from baselines.slicegpt.rotate import rotate_and_slice
 from twossp.adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, adapter_class, get_adapter
-from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
+from twossp.methods.base import (
+    PruneContext,
+    PruningMethod,
+    clip_windows,
+    plan_on_copy,
+    select_samples,
+)
 from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError, validate_sparsity
 
@@ -165,6 +171,12 @@ class SliceGPT(PruningMethod):
     def check(self, model: nn.Module, sparsity: float) -> None:
         self._check_model(model, sparsity)
         self.slicing(model, sparsity)
+
+    def calibration_windows(self) -> int | None:
+        return self.n_calib
+
+    def reading(self, n_windows: int) -> SliceGPT:
+        return replace(self, n_calib=clip_windows(self.n_calib, n_windows))
 
     def _check_model(self, model: nn.Module, sparsity: float) -> None:
         validate_sparsity(sparsity)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import torch
@@ -21,6 +21,18 @@ from twossp.plan import PrunePlan
 from twossp.surgery import apply_plan
 
 __all__ = ["PruneContext", "PrunePlan", "PruningMethod"]
+
+# CalibrationSpec's default n_samples: the value the hash gives an n_samples a method does not
+# read, so configurations at the default keep the hash they had before it was normalised.
+DEFAULT_WINDOWS = next(f.default for f in fields(CalibrationSpec) if f.name == "n_samples")
+
+
+def clip_windows(count: int | None, n_windows: int, none_is_all: bool = True) -> int | None:
+    """A method's count of windows as read from ``n_windows``: ``min(count, n_windows)``,
+    or None ("all") for a count that is None or reaches ``n_windows`` when ``none_is_all``."""
+    if none_is_all:
+        return None if count is None or count >= n_windows else count
+    return min(count, n_windows)
 
 
 @dataclass
@@ -59,8 +71,33 @@ class PruningMethod(ABC):
 
     def calibration_windows(self) -> int | None:
         """How many of the run's calibration windows this method reads (the first ones);
-        None: all of them. ``calib.n_samples`` caps it (the run records what was read)."""
+        None: all of them. Call it on :meth:`reading`'s view, whose counts are already
+        clipped to what can be read."""
         return None
+
+    def fewest_windows(self) -> tuple[int, str | None]:
+        """The fewest calibration windows this method can work with, and the setting that
+        asks for them (None: no setting of its own). A run whose corpus holds fewer complete
+        windows is refused before the weights load; with more it runs on those it has."""
+        return 1, None
+
+    def reading(self, n_windows: int) -> PruningMethod:
+        """This method as it runs on ``n_windows`` calibration windows: every count of
+        windows it reads clipped to ``n_windows`` (a count of None, "all", stays None, and a
+        count that reaches ``n_windows`` becomes None). The config hash and the run's record
+        use this view, so settings that make the same computation share a hash and the
+        record shows what was read. The default (no counts of its own) is ``self``."""
+        return self
+
+    def calibration_identity(self, base: CalibrationSpec) -> CalibrationSpec:
+        """The run's calibration settings as the config hash sees them (on :meth:`reading`'s
+        view): a method that reads a fixed number of windows does not read ``n_samples``
+        beyond them, so it is set to the default (or to that number, when larger), and every
+        ``n_samples`` that gives the same windows hashes alike."""
+        wanted = self.calibration_windows()
+        if wanted is None or wanted > base.n_samples:
+            return base
+        return replace(base, n_samples=max(wanted, DEFAULT_WINDOWS))
 
     def calibration_spec(self, base: CalibrationSpec, context: int | None = None):
         """The calibration data this method reads, given the run's ``base`` (default: that
@@ -87,8 +124,9 @@ def select_samples(
     calibration: torch.Tensor, n_calib: int | None, what: str, seqlen: int | None = None
 ) -> torch.Tensor:
     """The first ``n_calib`` calibration samples (all of them when ``None``, or when fewer
-    were given: the run's ``calib.n_samples`` caps every method's count, and plans and rows
-    record the number actually read), cut to their first ``seqlen`` tokens when given.
+    were given: a run hands each method the windows of its :meth:`PruningMethod.reading`
+    view, and plans and rows record the number actually read), cut to their first
+    ``seqlen`` tokens when given.
 
     Every method takes its calibration subset here.
 

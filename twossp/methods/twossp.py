@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -36,7 +36,13 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.devices import input_device
-from twossp.methods.base import PruneContext, PruningMethod, plan_on_copy, select_samples
+from twossp.methods.base import (
+    PruneContext,
+    PruningMethod,
+    clip_windows,
+    plan_on_copy,
+    select_samples,
+)
 from twossp.plan import PrunePlan
 from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError
@@ -215,6 +221,16 @@ class TwoSSP(PruningMethod):
 
     def calibration_windows(self) -> int:
         return self.n_calib_stage1
+
+    def fewest_windows(self) -> tuple[int, str]:
+        # Stage 2 scores exactly n_calib_stage2 windows; stage 1 can rank with fewer than
+        # n_calib_stage1 (the authors' code averages over whatever it is handed).
+        return self.n_calib_stage2, "method.n_calib_stage2"
+
+    def reading(self, n_windows: int) -> TwoSSP:
+        return replace(
+            self, n_calib_stage1=clip_windows(self.n_calib_stage1, n_windows, none_is_all=False)
+        )
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
         return plan_on_copy(self, model, ctx)
