@@ -5,21 +5,24 @@
     python experiments/run.py experiment=cpu_demo        # an experiment overlay is a sweep
 
 Library code never sees the Hydra config; everything it needs is converted here. A user error
-(bad setting, missing data, unreachable sparsity, ...) prints one line naming the cause and
-exits with status 2; ``TWOSSP_DEBUG=1`` shows the traceback instead.
+(bad setting, missing data, unreachable sparsity, a missing device or cluster, ...) prints one
+line naming the cause and exits with status 2; Ctrl-C prints one line and exits with 130;
+``TWOSSP_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from twossp.logs import exit_on_interrupt, exit_on_user_error, show_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,10 +82,69 @@ def _downstream(node) -> DownstreamSpec | None:
     return spec_from_dict(OmegaConf.to_container(node, resolve=True))
 
 
+def _inference(node):
+    """eval.inference (a switch) with its settings, eval.inference_settings; None when off."""
+    if not node.get("inference", False):
+        return None
+    from twossp.evaluation.inference import InferenceSpec
+
+    settings = node.get("inference_settings")
+    return InferenceSpec.from_dict(
+        OmegaConf.to_container(settings, resolve=True) if settings else None
+    )
+
+
+def _number(cfg: DictConfig, key: str, kind: type = float):
+    """Setting ``key`` as a ``kind`` (float or int), refused by name (``sparsity=abc``)."""
+    value = OmegaConf.select(cfg, key)
+    what = "an integer" if kind is int else "a number"
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or (kind is int and number != float(value)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {what}, got {value!r}") from None
+    return number
+
+
+def _threads(cfg: DictConfig) -> int | None:
+    if cfg.get("threads") is None:
+        return None
+    threads = _number(cfg, "threads", int)
+    if threads < 1:
+        raise ValueError(f"threads must be a positive integer or null, got {threads}")
+    return threads
+
+
+def model_spec(cfg: DictConfig):
+    """``(key, ModelSpec)`` of a composed config's ``model`` group."""
+    from twossp.modeling import ModelSpec
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    key = model["key"]
+    for extra in _MODEL_EXTRAS:
+        model.pop(extra, None)
+    return key, ModelSpec(**model)
+
+
+def model_keys() -> list[str]:
+    """The model config keys ``model=<key>`` accepts (``conf/model/<key>.yaml``)."""
+    return sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+def model_spec_of_key(key: str):
+    """The ModelSpec ``model=<key>`` gives a run (paths and environment resolved the same
+    way), for tools that take a model by its key (``python -m twossp.export --model``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={key}"])
+    return model_spec(cfg)[1]
+
+
 def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
     """Convert a composed config into the typed arguments of :func:`twossp.pipeline.run`."""
     from twossp.data import CalibrationSpec
-    from twossp.modeling import ModelSpec
     from twossp.pipeline import EvalSpec, RunSpec
 
     unknown = [n for n in cfg.eval.use if n not in cfg.eval.datasets]
@@ -90,40 +152,40 @@ def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
         raise ValueError(
             f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}"
         )
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    key = model["key"]
-    for extra in _MODEL_EXTRAS:
-        model.pop(extra, None)
+    sparsity, seed = _number(cfg, "sparsity"), _number(cfg, "seed", int)  # named when bad
+    key, model = model_spec(cfg)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     name = method.pop("name")
     calib = CalibrationSpec(
         dataset=_dataset("c4_train", cfg.calib.dataset),
-        n_samples=int(cfg.calib.n_samples),
-        seqlen=int(cfg.calib.seqlen),
-        seed=int(cfg.calib.seed),
+        n_samples=_number(cfg, "calib.n_samples", int),
+        seqlen=_number(cfg, "calib.seqlen", int),
+        seed=_number(cfg, "calib.seed", int),
         packing=str(cfg.calib.packing),
     )
     evaluation = EvalSpec(
         datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
-        seqlen=int(cfg.eval.seqlen),
+        seqlen=_number(cfg, "eval.seqlen", int),
         batch_size=cfg.eval.batch_size,  # int or "auto": checked in prepare
-        max_windows=cfg.eval.max_windows,
+        max_windows=None if cfg.eval.max_windows is None else _number(cfg, "eval.max_windows", int),
         downstream=_downstream(cfg.eval.get("downstream")),
+        inference=_inference(cfg.eval),
     )
     spec = RunSpec(
         model_key=key,
-        model=ModelSpec(**model),
+        model=model,
         method=name,
         method_params=method,
-        sparsity=float(cfg.sparsity),
+        sparsity=sparsity,
         protocol=str(cfg.protocol.name),
         calib=calib,
         eval=evaluation,
         results_dir=Path(cfg.paths.results_dir),
         experiment=str(cfg.experiment_name),
-        seed=int(cfg.seed),
+        seed=seed,
         force=bool(cfg.force),
-        progress=bool(cfg.progress),
+        progress=show_progress(cfg.progress),  # bars on a terminal only
+        threads=_threads(cfg),
         device_hint=device_hint,
     )
     if cfg.save_model:
@@ -162,39 +224,35 @@ def report(outcome) -> None:
         f"{row.params_after} prune {row.prune_seconds:.2f}s"
     )
     for r in frame.itertuples():
-        where = r.dataset if isinstance(r.dataset, str) else r.phase
-        print(f"[twossp]   {r.metric}/{where} = {r.value:.4f}")
+        print(f"[twossp]   {_metric_line(r)}")
     print(f"[twossp] results: {outcome.path}")
 
 
-def user_error(exc: BaseException) -> bool:
-    """Errors a user can fix from the command line (settings, data, models, extras)."""
-    from twossp.extras import MissingExtraError
-
-    return isinstance(exc, (ValueError, OSError, KeyError, MissingExtraError))
-
-
-def fail(exc: BaseException) -> None:
-    """Print one line for a user error and exit 2 (the traceback with TWOSSP_DEBUG=1)."""
-    if os.environ.get("TWOSSP_DEBUG", "0") not in ("", "0") or not user_error(exc):
-        raise exc
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    print(f"[twossp] error: {message} (TWOSSP_DEBUG=1 shows the traceback)", file=sys.stderr)
-    sys.exit(2)
+def _metric_line(r) -> str:
+    """``metric/dataset = value [unit]``, with the 95% interval when the row has one."""
+    where = next((w for w in (r.dataset, r.phase) if isinstance(w, str)), None)
+    name = f"{r.metric}/{where}" if where else r.metric
+    value = f"{r.value:.4f}" if abs(r.value) < 1e6 else f"{r.value:.0f}"
+    unit = f" {r.unit}" if isinstance(r.unit, str) else ""
+    interval = ""
+    if all(isinstance(v, float) and v == v for v in (r.ci_low, r.ci_high)):
+        interval = f"  (95% interval {r.ci_low:.4f} .. {r.ci_high:.4f})"
+    return f"{name} = {value}{unit}{interval}"
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from twossp.logs import quiet_libraries
+    from twossp.logs import progress_bars, quiet_libraries
     from twossp.pipeline import run
     from twossp.results import read_run
 
     quiet_libraries()
     try:
         spec = to_run_spec(cfg)
-        outcome = run(spec, tracker=make_tracker(cfg, spec))
+        with progress_bars(spec.progress):  # dependencies' bars too
+            outcome = run(spec, tracker=make_tracker(cfg, spec))
     except Exception as exc:  # one line for user errors; others re-raised as they are
-        fail(exc)
+        exit_on_user_error(exc)
     report(outcome)
     frame = outcome.frame if outcome.frame is not None else read_run(outcome.path)
     return objective(frame, str(cfg.get("objective", "ppl/wikitext2")))
@@ -246,11 +304,47 @@ def check_group_choices(argv: list[str]) -> None:
                 _usage_error(f"no {group} {name!r} in conf/{group}/", name, known)
 
 
+def check_launcher(argv: list[str], which=shutil.which) -> None:
+    """``hydra/launcher=slurm`` where no SLURM commands exist: one line, before Hydra (submitit
+    would fail with a traceback once the sweep is composed)."""
+    launchers = [a.split("=", 1)[1] for a in argv if a.startswith("hydra/launcher=")]
+    if launchers and launchers[-1] in ("slurm", "local"):  # both are submitit's
+        from twossp.extras import MissingExtraError, require
+
+        try:
+            require(
+                "hydra_plugins.hydra_submitit_launcher", "slurm", f"hydra/launcher={launchers[-1]}"
+            )
+        except MissingExtraError as exc:
+            print(f"[twossp] error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    if launchers and launchers[-1] == "slurm":
+        absent = [c for c in ("sbatch", "srun") if which(c) is None]
+        if absent:
+            print(
+                f"[twossp] error: hydra/launcher=slurm needs a SLURM cluster, but "
+                f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} not on PATH "
+                "here; run the sweep from a cluster login node, or drop hydra/launcher=slurm "
+                "to run it on this machine",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
+INTERRUPTED = (
+    "the run in progress wrote no result; finished runs are kept and the same command skips them"
+)
+
+
 def cli() -> None:
     """The ``twossp-run`` console script (the same as ``python experiments/run.py``)."""
-    check_group_choices(sys.argv[1:])
-    check_method_overrides(sys.argv[1:])
-    main()
+    try:
+        check_group_choices(sys.argv[1:])
+        check_method_overrides(sys.argv[1:])
+        check_launcher(sys.argv[1:])
+        main()
+    except KeyboardInterrupt as exc:
+        exit_on_interrupt(exc, note=INTERRUPTED)
 
 
 if __name__ == "__main__":

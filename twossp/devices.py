@@ -7,6 +7,7 @@ scoring, perplexity, the methods) does not import the loading machinery.
 from __future__ import annotations
 
 import itertools
+import os
 
 import torch
 from torch import nn
@@ -14,10 +15,66 @@ from torch import nn
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, name: str = "model.device") -> torch.device:
+    """``auto`` (cuda when available, else cpu) or any device string torch reads.
+
+    Raises:
+        ValueError: a string torch does not read as a device (``gpu``, ``cuda:x``), named
+            as setting ``name``.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name}={device} is not a device; use auto, cpu, cuda or cuda:<index>"
+        ) from None
+
+
+def check_device(setting: str, name: str = "model.device") -> torch.device:
+    """The device of ``setting``, refused at once when this machine does not have it (a run
+    would otherwise prepare its data first and fail when the weights move there).
+
+    Raises:
+        ValueError: naming the setting, why the device is absent and what to use instead.
+    """
+    device = resolve_device(setting, name)
+    instead = f"use {name}=auto (CUDA when present, else the CPU) or {name}=cpu"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch ({torch.__version__}) is built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA device is visible"
+            )
+            raise ValueError(f"{name}={setting} but CUDA is not available here ({why}); {instead}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{name}={setting} but this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={setting} but MPS is not available here; {instead}")
+    return device
+
+
+def use_threads(threads: int | None) -> int:
+    """Set the CPU threads torch computes with; None keeps torch's default (one per core).
+
+    ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are set too, for libraries and processes
+    started afterwards. Returns the number torch now uses.
+
+    Raises:
+        ValueError: ``threads`` is not a positive integer.
+    """
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or null, got {threads!r}")
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -3,7 +3,7 @@
 ::
 
     python -m twossp.export --plan results/plans/<hash>.json --out pruned/ \\
-        [--model <base path or hub id>] [--push-to-hub user/name]
+        [--model <model key, base path or hub id>] [--push-to-hub user/name]
 
 The plan (what the run removed) is replayed on the base model (by default the one the run
 file ``<results>/runs/<hash>.parquet`` beside the plan names) through
@@ -12,11 +12,15 @@ file ``<results>/runs/<hash>.parquet`` beside the plan names) through
 widths, not the rotations, so it cannot be replayed: export refuses it and the run itself has
 to save the model (``save_model=true``). Re-running SliceGPT here instead would need the
 run's exact calibration set and method settings, which a plan file does not hold.
+
+``--model`` takes what ``twossp-run model=...`` takes (a key of ``conf/model/``, resolved the
+same way) or a local folder or hub id. A failure a user can fix prints one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 from collections.abc import Sequence
@@ -102,7 +106,7 @@ def export(
     model = model or run.get("model_path")
     if not model:
         raise ValueError("no base model: pass --model (the run file beside the plan is missing)")
-    spec = ModelSpec(model, device=device, revision=revision, device_map=device_map)
+    spec = base_model_spec(model, device=device, revision=revision, device_map=device_map)
     spec.dtype = _checkpoint_dtype(spec) if dtype == "checkpoint" else dtype
     pruned, _ = load_model(spec, with_tokenizer=False)
     tokenizer = _tokenizer_or_none(spec)
@@ -112,6 +116,31 @@ def export(
     if push_to_hub:
         push_folder(out, push_to_hub, private=private)
     return out
+
+
+def base_model_spec(
+    model: str, *, device: str = "cpu", revision: str | None = None, device_map=None
+) -> ModelSpec:
+    """The ModelSpec of ``model``: a local folder, a model key of ``twossp-run``
+    (``conf/model/<key>.yaml``, resolved as a run resolves it: offline copy, GGUF file, hub
+    fallback), or a hub id."""
+    if not Path(model).expanduser().exists():
+        try:
+            from experiments.run import model_keys, model_spec_of_key
+        except ImportError:  # an install without the experiments package: no keys
+            model_keys = None
+        keys = model_keys() if model_keys is not None else []
+        if model in keys:
+            spec = model_spec_of_key(model)
+            spec.device, spec.device_map = device, device_map
+            spec.revision = revision or spec.revision
+            return spec
+        close = difflib.get_close_matches(model, keys, n=1)
+        if close and "/" not in model:  # a mistyped key, not a hub id
+            raise ValueError(
+                f"--model {model!r} is no local folder and no model key; did you mean {close[0]}?"
+            )
+    return ModelSpec(model, device=device, revision=revision, device_map=device_map)
 
 
 def run_of_plan(plan_path: Path) -> dict:
@@ -186,7 +215,7 @@ Structurally pruned with the twossp harness (2SSP and baselines) by replaying a 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("<this folder or repo>"{code})
-tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")
+tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>"{code})
 ```
 
 lm-eval: `lm_eval --model hf --model_args pretrained=<this folder or repo>{code.replace(", ", ",")}`
@@ -202,7 +231,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--plan", required=True, help="plan file: <results>/plans/<hash>.json")
     parser.add_argument(
-        "--model", help="base model: local folder or hub id (default: the run's, from its run file)"
+        "--model",
+        help="base model: a model key as twossp-run takes (model=<key>), a local folder or a "
+        "hub id (default: the run's, from its run file)",
     )
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this hub repo")
@@ -220,23 +251,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
+    """Parse ``argv`` and export; returns the folder written (errors raise)."""
+    from twossp.logs import progress_bars, quiet_libraries, show_progress
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = export(
-        args.plan,
-        args.model,
-        args.out,
-        args.push_to_hub,
-        revision=args.revision,
-        dtype=args.dtype,
-        device=args.device,
-        device_map=args.device_map,
-        max_shard_size=args.max_shard_size,
-        private=args.private,
-    )
+    quiet_libraries()
+    with progress_bars(show_progress(True)):
+        out = export(
+            args.plan,
+            args.model,
+            args.out,
+            args.push_to_hub,
+            revision=args.revision,
+            dtype=args.dtype,
+            device=args.device,
+            device_map=args.device_map,
+            max_shard_size=args.max_shard_size,
+            private=args.private,
+        )
     log.info("wrote %s", out)
     return out
 
 
+def cli(argv: Sequence[str] | None = None) -> None:
+    """The ``twossp-export`` command: :func:`main` with one-line errors (exit 2) and Ctrl-C
+    as one line (exit 130); ``TWOSSP_DEBUG=1`` shows tracebacks."""
+    from twossp.logs import exit_on_interrupt, exit_on_user_error
+
+    try:
+        main(argv)
+    except KeyboardInterrupt as exc:
+        exit_on_interrupt(exc, "twossp-export", "the output folder is written whole or not at all")
+    except Exception as exc:  # one line for user errors; others re-raised as they are
+        exit_on_user_error(exc, "twossp-export")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -34,5 +34,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
+def honour_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the permissions a plain ``open`` / ``mkdir`` would
+    (less the umask). Writers that go through a private temporary file (safetensors'
+    ``model.safetensors`` arrives as ``0o600``) would otherwise hide a saved model from
+    teammates on a shared folder.
+    """
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))

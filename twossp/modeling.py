@@ -33,7 +33,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from twossp import remote
 from twossp.adapters import adapter_class
 from twossp.devices import resolve_device, resolve_dtype
-from twossp.io import current_umask
+from twossp.io import honour_umask
 from twossp.model_source import Source, config_source, dequantized_copy, hub_offline, resolve
 from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
 from twossp.remote.pruned_modules import STRUCTURE_KEY
@@ -317,8 +317,8 @@ def _staged_folder(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        os.chmod(staged, 0o777 & ~current_umask())
         yield staged
+        honour_umask(staged)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.{os.getpid()}.old")

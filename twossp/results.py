@@ -62,6 +62,7 @@ RUN_FIELDS = [
     ("calib_seed", pa.int64()),
     ("calib_packing", pa.string()),
     ("calib_windows", pa.int64()),
+    ("threads", pa.int64()),
 ]
 METRIC_FIELDS = [
     ("metric", pa.string()),
@@ -108,6 +109,7 @@ class RunRecord:
     dtype: str | None = None
     device: str | None = None
     calib: dict | None = None
+    threads: int | None = None  # CPU threads torch computed with
     git_sha: str = field(default_factory=lambda: git_sha())
     versions: dict = field(default_factory=lambda: library_versions())
 
@@ -281,6 +283,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 _LEGACY_WARNED: set[str] = set()
 _LATER_METRIC_COLUMNS = ("unit", "ci_low", "ci_high")
+_LATER_RUN_COLUMNS = ("threads",)
 
 
 def read_run(path: str | Path) -> pd.DataFrame:
@@ -304,7 +307,7 @@ def read_run(path: str | Path) -> pd.DataFrame:
             frame = upgrade_legacy(frame, path)
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptRunError(f"{path}: not a run file of any known schema ({exc})") from exc
-    for col in _LATER_METRIC_COLUMNS:  # files written before these columns existed
+    for col in _LATER_METRIC_COLUMNS + _LATER_RUN_COLUMNS:  # files older than these columns
         if col not in frame.columns:
             frame[col] = None
     frame["versions"] = frame["versions"].map(_as_dict)
