@@ -13,7 +13,9 @@ from tests.conftest import TASKS, needs_shared
 from twossp.evaluation.downstream import (
     DEFAULT_BOOTSTRAP_ITERS,
     PAPER_TASKS,
+    Z95,
     DownstreamSpec,
+    accuracy_interval,
     lm_eval_record,
     local_data_files,
     local_task_config,
@@ -57,11 +59,23 @@ def test_missing_local_task_is_named_before_any_work(tmp_path):
         ({"num_fewshot": -1}, "num_fewshot"),
         ({"limit": 0}, "limit"),
         ({"bootstrap_iters": -1}, "bootstrap_iters"),
+        ({"tasks": ["piqa", "mmlu"], "limit": {"piqa": 5}}, "name every task"),
+        ({"tasks": ["piqa"], "limit": {"piqa": 5, "arc_easy": 5}}, "name every task"),
+        ({"tasks": ["piqa"], "limit": {"piqa": 0}}, "positive ints"),
+        ({"tasks": ["piqa"], "limit": {"piqa": 0.5}}, "positive ints"),
     ],
 )
 def test_spec_rejects_bad_settings(bad, match):
     with pytest.raises(ValueError, match=match):
         DownstreamSpec(**bad).check()
+
+
+def test_per_task_limit_is_each_tasks_own():
+    spec = DownstreamSpec(tasks=["piqa", "mmlu"], limit={"piqa": 50, "mmlu": 2})
+    spec.check()
+    assert (spec.limit_of("piqa"), spec.limit_of("mmlu")) == (50, 2)
+    assert spec.stderr_iters == DEFAULT_BOOTSTRAP_ITERS  # subsampled: stderr on
+    assert DownstreamSpec(limit=7).limit_of("piqa") == 7
 
 
 def test_spec_from_dict_names_unknown_setting():
@@ -162,6 +176,35 @@ def test_to_metrics_reads_group_acc_versions_and_samples():
     assert rows[("acc", "winogrande")].variant["stderr"] is None  # not finite
 
 
+def test_accuracy_rows_carry_the_95_normal_interval_of_their_stderr():
+    out = {
+        "results": {
+            "piqa": {
+                "acc,none": 0.6,
+                "acc_stderr,none": 0.05,
+                "acc_norm,none": 0.98,
+                "acc_norm_stderr,none": 0.02,
+            },
+            "arc_easy": {"acc,none": 0.01, "acc_stderr,none": 0.01},
+            "winogrande": {"acc,none": 0.5, "acc_stderr,none": "N/A"},
+        },
+    }
+    spec = DownstreamSpec(tasks=["piqa", "arc_easy", "winogrande"], limit=4)
+    rows = {(m.metric, m.dataset): m for m in to_metrics(out, spec)}
+    assert Z95 == pytest.approx(1.96, abs=5e-5)
+    acc = rows[("acc", "piqa")]
+    assert (acc.ci_low, acc.ci_high) == pytest.approx((0.6 - 0.05 * Z95, 0.6 + 0.05 * Z95))
+    assert acc.variant["stderr"] == 0.05
+    norm = rows[("acc_norm", "piqa")]  # acc_norm has its own stderr, clipped at 1
+    assert norm.variant["stderr"] == 0.02
+    assert (norm.ci_low, norm.ci_high) == pytest.approx((0.98 - 0.02 * Z95, 1.0))
+    low = rows[("acc", "arc_easy")]  # clipped at 0
+    assert (low.ci_low, low.ci_high) == pytest.approx((0.0, 0.01 + 0.01 * Z95))
+    none = rows[("acc", "winogrande")]  # no stderr, no interval
+    assert (none.ci_low, none.ci_high) == (None, None)
+    assert accuracy_interval(0.5, None) is None
+
+
 def test_lm_eval_json_keeps_results_and_drops_objects(tmp_path):
     out = {
         "results": {"arc_easy": {"acc,none": np.float64(0.5), "acc_stderr,none": 0.1}},
@@ -235,6 +278,29 @@ def test_stories260k_on_local_stock_tasks_offline(stories):
 @needs_shared()
 @pytest.mark.shared
 @pytest.mark.slow
+def test_per_task_limit_takes_the_first_documents_of_each_task(stories):
+    from twossp.evaluation.downstream import run_tasks
+
+    model, tokenizer = stories
+    common = {"batch_size": 64, "local_dir": str(TASKS)}
+    limits = {"arc_easy": 6, "mmlu_anatomy": 3}
+    result = run_tasks(model, tokenizer, DownstreamSpec(tasks=list(limits), limit=limits, **common))
+    rows = {(m.metric, m.dataset): m for m in result.metrics}
+    for (_, task), m in rows.items():
+        assert m.variant["samples"] == limits[task] and m.variant["limit"] == limits[task]
+        assert m.ci_low is not None  # subsampled: stderr and interval computed
+    # the same documents as an int limit takes: the same accuracy and stderr
+    same = run_tasks(model, tokenizer, DownstreamSpec(tasks=["mmlu_anatomy"], limit=3, **common))
+    ref = same.metrics[0]
+    assert (ref.value, ref.variant["stderr"]) == (
+        rows[("acc", "mmlu_anatomy")].value,
+        rows[("acc", "mmlu_anatomy")].variant["stderr"],
+    )
+
+
+@needs_shared()
+@pytest.mark.shared
+@pytest.mark.slow
 def test_local_tasks_through_include_path_with_stderr_and_json(stories, tmp_path):
     import lm_eval
     import yaml
@@ -268,6 +334,8 @@ def test_local_tasks_through_include_path_with_stderr_and_json(stories, tmp_path
         assert m.variant["samples"] == 4
         assert math.isfinite(m.variant["stderr"])
         assert m.variant["stderr"] == result.lm_eval["results"][task][f"{metric}_stderr,none"]
+        assert (m.ci_low, m.ci_high) == accuracy_interval(m.value, m.variant["stderr"])
+        assert m.ci_low <= m.value <= m.ci_high
 
     path = save_lm_eval_json(result.lm_eval, tmp_path / "plans" / "abc.lm_eval.json")
     saved = json.loads(path.read_text())

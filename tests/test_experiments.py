@@ -171,3 +171,63 @@ def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert t2.values.loc[("stories260k", "paper", "dense"), ("piqa", "ours")] == pytest.approx(
         100 * rows.loc[("acc", "piqa"), "value"]
     )
+
+
+def _sweep_points(name: str) -> list[list[str]]:
+    """The sweep's points as Hydra's own parser expands them (escaped ``${...}`` included)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = _compose(f"experiment={name}", hydra_cfg=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [
+        [f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
+    return [list(point) for point in itertools.product(*axes)]
+
+
+def _without_eval(spec) -> dict:
+    return {k: v for k, v in spec.identity().items() if k != "eval"}
+
+
+def test_cpu_smollm2_downstream_prunes_as_cpu_smollm2_on_the_same_documents():
+    points = _sweep_points("cpu_smollm2_downstream")
+    assert len(points) == 7  # dense and six methods at 37.5%, protocol=paper
+    for point in points:
+        spec = to_run_spec(_compose("experiment=cpu_smollm2_downstream", *point))
+        assert spec.protocol == "paper" and spec.sparsity == 0.375
+        # pruning and calibration exactly as cpu_smollm2 (its per-method reductions included)
+        assert _without_eval(spec) == _without_eval(
+            to_run_spec(_compose("experiment=cpu_smollm2", *point))
+        )
+        downstream = spec.eval.downstream
+        assert downstream.tasks == list(downstream.limit) and downstream.num_fewshot == 0
+        assert downstream.limit["mmlu"] == 2 and downstream.limit["piqa"] == 100
+        downstream.check()
+    twossp = to_run_spec(_compose("experiment=cpu_smollm2_downstream", "method=twossp"))
+    assert twossp.method_params["score_seqlen"] == 64  # a cpu_smollm2 reduction, also unswept
+
+
+def test_cpu_smollm2_seeds_spans_five_draws_and_the_authors_2ssp_budget():
+    cpu = {
+        m: to_run_spec(_compose("experiment=cpu_smollm2", f"method={m}", "protocol=paper"))
+        for m in ("twossp", "blockpruner", "slicegpt")
+    }
+    specs = [
+        to_run_spec(_compose("experiment=cpu_smollm2_seeds", *p))
+        for p in _sweep_points("cpu_smollm2_seeds")
+    ]
+    unique = {s.config_hash: s for s in specs}
+    assert len(specs) == 3 * 5 * 2 and len(unique) == 3 * 5 + 5  # baselines' budget repeats
+    assert {(s.method, s.calib.seed) for s in unique.values()} == {
+        (m, seed) for m in cpu for seed in range(5)
+    }
+    for base in cpu.values():  # seed 0 at cpu_smollm2's budgets is cpu_smollm2's own run
+        assert base.calib.seed == 0 and base.config_hash in unique
+    authors = [s for s in unique.values() if s.method_params.get("n_calib_stage1") == 32]
+    assert sorted(s.calib.seed for s in authors) == list(range(5))
+    for s in authors:
+        assert s.method == "twossp" and s.method_params["score_seqlen"] is None
+        assert s.calib.n_samples == 32 and s.calib.seqlen == 512

@@ -19,8 +19,10 @@ files through those YAMLs and raises otherwise, so a change in lm-eval fails lou
 of silently reading the hub.
 
 Each result becomes ``Metric("acc" | "acc_norm", task, value, variant)`` with the task
-version, shots, limit, sample count, source and standard error in ``variant``; for a group
-(MMLU) the group's size-weighted ``acc``. Standard errors are always computed when ``limit``
+version, shots, limit, sample count, source and standard error (``variant["stderr"]``); for a
+group (MMLU) the group's size-weighted ``acc``. Where lm-eval gives a standard error the row
+also carries the 95% normal interval ``value ± 1.96 · stderr``, clipped to [0, 1], as
+``ci_low`` / ``ci_high``. Standard errors are always computed when ``limit``
 subsamples the tasks (see :attr:`DownstreamSpec.stderr_iters`). :func:`run_tasks` also
 returns lm-eval's whole output, JSON-ready, for :func:`save_lm_eval_json`.
 """
@@ -37,6 +39,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import yaml
 
@@ -53,6 +56,7 @@ METRICS = ("acc", "acc_norm")
 # the count only matters for metrics lm-eval bootstraps (median, f1, bleu...), where its own
 # default of 100000 would cost far more than the tasks here.
 DEFAULT_BOOTSTRAP_ITERS = 1000
+Z95 = NormalDist().inv_cdf(0.975)  # 1.95996...: two-sided 95% normal quantile
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 _MANAGERS: dict = {}  # lm-eval task managers, one per data mapping, built once per process
 _TASK_DIR: list[Path] = []  # this process's folder of generated task YAMLs
@@ -67,6 +71,9 @@ class DownstreamSpec:
         num_fewshot: shots per prompt; 0 is the paper's zero-shot setting.
         limit: at most this many documents per (sub)task (an int, or a fraction < 1);
             ``None`` evaluates everything. MMLU's limit applies to each of its 57 subjects.
+            A dict ``{task: documents}`` naming every task sets one limit per task (the
+            first documents of each, as an int limit takes them; passed to lm-eval as
+            ``samples``), so small tasks can get more documents than MMLU's subjects.
         batch_size: lm-eval batch size (an int or ``"auto"``).
         local_dir: folder of hub-schema jsonl files, one sub-folder per task; ``None`` reads
             the hub.
@@ -78,7 +85,7 @@ class DownstreamSpec:
 
     tasks: list[str] = field(default_factory=lambda: list(PAPER_TASKS))
     num_fewshot: int = 0
-    limit: int | float | None = None
+    limit: int | float | dict[str, int] | None = None
     batch_size: int | str = 16
     local_dir: str | None = None
     bootstrap_iters: int = 0
@@ -86,12 +93,18 @@ class DownstreamSpec:
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
+        if isinstance(self.limit, dict):
+            self.limit = dict(self.limit)
         if self.local_dir is not None:
             self.local_dir = str(self.local_dir)
 
     @property
     def source(self) -> str:
         return f"local:{self.local_dir}" if self.local_dir else "hub"
+
+    def limit_of(self, task: str) -> int | float | None:
+        """The document limit of ``task`` (per member for a group)."""
+        return self.limit[task] if isinstance(self.limit, dict) else self.limit
 
     @property
     def stderr_iters(self) -> int:
@@ -109,12 +122,24 @@ class DownstreamSpec:
             )
         if self.num_fewshot < 0:
             raise ValueError(f"downstream.num_fewshot must be >= 0, got {self.num_fewshot}")
-        if self.limit is not None and self.limit <= 0:
+        if isinstance(self.limit, dict):
+            self._check_limits()
+        elif self.limit is not None and self.limit <= 0:
             raise ValueError(f"downstream.limit must be positive or null, got {self.limit}")
         if self.bootstrap_iters < 0:
             raise ValueError(f"downstream.bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
         if self.local_dir is not None:
             local_data_files(self.local_dir, self.tasks)
+
+    def _check_limits(self) -> None:
+        if set(self.limit) != set(self.tasks):
+            raise ValueError(
+                f"downstream.limit as a dict must name every task and no other: tasks "
+                f"{self.tasks}, limit names {sorted(self.limit)}"
+            )
+        bad = {t: n for t, n in self.limit.items() if not isinstance(n, int) or n <= 0}
+        if bad:
+            raise ValueError(f"downstream.limit per task must be positive ints, got {bad}")
 
 
 @dataclass
@@ -261,6 +286,7 @@ class PreparedTasks:
 
     manager: object
     built: list
+    leaves: dict = field(default_factory=dict)  # {task: {leaf name: lm-eval Task}}
 
 
 def prepare_tasks(spec: DownstreamSpec) -> PreparedTasks:
@@ -270,7 +296,25 @@ def prepare_tasks(spec: DownstreamSpec) -> PreparedTasks:
     spec.check()
     files = local_data_files(spec.local_dir, spec.tasks) if spec.local_dir else None
     manager = task_manager(files)
-    return PreparedTasks(manager, load_tasks(spec.tasks, files, manager))
+    leaves: dict = {}
+    built = load_tasks(spec.tasks, files, manager, leaves)
+    return PreparedTasks(manager, built, leaves)
+
+
+def _samples(spec: DownstreamSpec, prepared: PreparedTasks) -> dict[str, list[int]] | None:
+    """lm-eval's ``samples`` for a per-task limit: the first documents of every leaf."""
+    if not isinstance(spec.limit, dict):
+        return None
+    if set(prepared.leaves) != set(spec.tasks):
+        raise ValueError(
+            f"a per-task limit needs the leaves of every task from prepare_tasks; have "
+            f"{sorted(prepared.leaves)}, tasks {spec.tasks}"
+        )
+    return {
+        leaf: list(range(min(spec.limit[name], len(task.eval_docs))))
+        for name, leaves in prepared.leaves.items()
+        for leaf, task in leaves.items()
+    }
 
 
 def run_tasks(
@@ -290,7 +334,8 @@ def run_tasks(
             lm,
             tasks=built,
             num_fewshot=spec.num_fewshot,
-            limit=spec.limit,
+            limit=None if isinstance(spec.limit, dict) else spec.limit,
+            samples=_samples(spec, prepared),
             bootstrap_iters=spec.stderr_iters,
             log_samples=False,
             task_manager=manager,  # passes the built tasks through
@@ -319,20 +364,26 @@ def evaluate_tasks(
 
 
 def load_tasks(
-    tasks: list[str], data_files: dict[str, dict[str, str]] | None = None, manager=None
+    tasks: list[str],
+    data_files: dict[str, dict[str, str]] | None = None,
+    manager=None,
+    leaves: dict | None = None,
 ) -> list:
     """Build lm-eval Task / Group objects for ``tasks`` (reading ``data_files`` where given).
 
     With ``data_files``, raises if any leaf task would read anything but its local files
     through the manager's generated YAMLs (e.g. an MMLU subject missing from the local folder,
     or a change in how lm-eval resolves ``include_path``). ``manager``: a :func:`task_manager`
-    for the same ``data_files``, built here when not given.
+    for the same ``data_files``, built here when not given. ``leaves``, when given, is filled
+    with ``{task: {leaf name: Task}}``.
     """
     manager = manager or task_manager(data_files)
     built = []
     for name in tasks:
         loaded = manager.load([name])
         built.append(loaded["groups"].get(name) or loaded["tasks"][name])
+        if leaves is not None:
+            leaves[name] = dict(loaded["tasks"])
         if data_files is not None:
             for leaf, task in loaded["tasks"].items():
                 _check_local(leaf, task.config, data_files, manager.include_path)
@@ -374,7 +425,8 @@ def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
     """Turn ``simple_evaluate``'s output into result rows (one per metric the task reports).
 
     ``variant["stderr"]`` is lm-eval's standard error of the value, or ``None`` where it
-    reported none (stderr off, or a single document).
+    reported none (stderr off, or a single document); ``ci_low`` / ``ci_high`` are
+    :func:`accuracy_interval` of the two.
     """
     rows = []
     for task in spec.tasks:
@@ -386,7 +438,7 @@ def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
         variant = {
             "task_version": str(out.get("versions", {}).get(task)),
             "num_fewshot": int(out.get("n-shot", {}).get(task, spec.num_fewshot)),
-            "limit": spec.limit,
+            "limit": spec.limit_of(task),
             "samples": samples,
             "subtasks": len(leaves),
             "source": spec.source,
@@ -395,9 +447,25 @@ def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
             value = res.get(f"{metric},none")
             if isinstance(value, (int, float)):
                 stderr = _finite(res.get(f"{metric}_stderr,none"))
-                rows.append(Metric(metric, task, float(value), {**variant, "stderr": stderr}))
+                low, high = accuracy_interval(float(value), stderr) or (None, None)
+                row_variant = {**variant, "stderr": stderr}
+                rows.append(
+                    Metric(metric, task, float(value), row_variant, ci_low=low, ci_high=high)
+                )
                 log.info("%s %s = %.4f +- %s (%d samples)", metric, task, value, stderr, samples)
     return rows
+
+
+def accuracy_interval(value: float, stderr: float | None) -> tuple[float, float] | None:
+    """The 95% normal interval ``value ± Z95 · stderr`` of an accuracy, clipped to [0, 1].
+
+    lm-eval's ``acc_stderr`` is the sample standard error of the per-document 0/1 scores
+    (for a group, pooled over its members), so this is the usual Wald interval. ``None``
+    without a standard error.
+    """
+    if stderr is None:
+        return None
+    return max(0.0, value - Z95 * stderr), min(1.0, value + Z95 * stderr)
 
 
 _DROP = object()
