@@ -4,8 +4,10 @@
   line per method; the dense model is a dashed horizontal line. Methods that coincide
   (ShortGPT and window often remove the same blocks) stay visible: each method has its own
   marker and is drawn a little to the side of the true sparsity (the axis label says by how
-  much).
-- ``acc_vs_sparsity_<model>_<protocol>.png``: one panel per task plus the mean over tasks.
+  much). Error bars: each value's 95% interval (dense: a grey band), where the rows have one.
+- ``acc_vs_sparsity_<model>_<protocol>.png``: one panel per task plus the mean over tasks,
+  error bars ±1.96 standard errors (lm-eval's); a smoke-test model's figure says so in its
+  title (:data:`analysis.tables.SMOKE_TEST_MODELS`).
 - ``ablation_alpha_<model>_<protocol>.png``: 2SSP perplexity against alpha, a line per
   sparsity, one panel per dataset.
 - ``ablation_calib_<model>_<protocol>.png``: 2SSP perplexity against calibration windows
@@ -35,7 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402  (a matplotlib dependency)
 
-from analysis import ablations  # noqa: E402
+from analysis import ablations, intervals  # noqa: E402
 from analysis.collect import default_results_dir, load  # noqa: E402
 from analysis.tables import (  # noqa: E402
     DENSE,
@@ -44,6 +46,7 @@ from analysis.tables import (  # noqa: E402
     PPL_DATASETS,
     PROTOCOL_ORDER,
     ROW_KEY,
+    SMOKE_TEST_MODELS,
     TASKS,
     AmbiguousCellError,
     ordered,
@@ -86,17 +89,37 @@ def _offset_label(style: dict) -> str:
     return f"target sparsity (%); methods drawn {OFFSET_PT:g} pt apart"
 
 
+def _yerr(sub: pd.DataFrame, scale: float) -> np.ndarray | None:
+    """Asymmetric error bars (2 x n) from the rows' 95% interval; None when none has one."""
+    if "lo" not in sub.columns or sub["lo"].isna().all():
+        return None
+    value = scale * sub["value"].to_numpy(dtype=float)
+    low = np.nan_to_num(value - scale * sub["lo"].to_numpy(dtype=float), nan=0.0)
+    high = np.nan_to_num(scale * sub["hi"].to_numpy(dtype=float) - value, nan=0.0)
+    return np.vstack([low, high])
+
+
 def _draw(ax, rows: pd.DataFrame, style: dict, scale: float = 1.0) -> None:
+    """A line per pruned method with 95% error bars where the rows have an interval (``lo``,
+    ``hi`` from :func:`analysis.intervals.with_bounds`); dense as a dashed line with its
+    interval as a grey band."""
     for method in ordered(rows["method"], METHOD_ORDER):
         sub = rows[rows["method"] == method].sort_values("sparsity")
         if method == DENSE:
-            for v in sub["value"]:
-                ax.axhline(scale * v, color="black", linestyle="--", linewidth=1, label="dense")
+            for r in sub.itertuples(index=False):
+                ax.axhline(
+                    scale * r.value, color="black", linestyle="--", linewidth=1, label="dense"
+                )
+                if not (np.isnan(getattr(r, "lo", np.nan)) or np.isnan(getattr(r, "hi", np.nan))):
+                    ax.axhspan(scale * r.lo, scale * r.hi, color="black", alpha=0.08, linewidth=0)
             continue
         marker, shift, linestyle = style[method]
-        ax.plot(
+        ax.errorbar(
             100 * sub["sparsity"] + shift,
             scale * sub["value"],
+            yerr=_yerr(sub, scale),
+            capsize=2,
+            elinewidth=0.8,
             marker=marker,
             linestyle=linestyle,
             markersize=5,
@@ -140,8 +163,10 @@ def save_png(fig, path: Path) -> None:
 
 
 def _point_rows(frame: pd.DataFrame, metric: str, plot: str) -> pd.DataFrame:
+    """One row per point (refusing ambiguous ones), with its 95% interval ``lo`` / ``hi``."""
     rows = with_sparsity(frame[frame["metric"] == metric])
-    return unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], plot)
+    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], plot)
+    return intervals.with_bounds(rows)
 
 
 def ppl_vs_sparsity(
@@ -159,8 +184,25 @@ def ppl_vs_sparsity(
         _draw(ax, rows[rows["dataset"] == name], style)
         ax.set_yscale("log")
         ax.set_title(name)
-        ax.set_ylabel("perplexity")
+        ax.set_ylabel("perplexity" + (" (bars: 95% interval)" if _has_bars(rows) else ""))
     return _finish(fig, axes, f"{model} ({protocol}): perplexity vs sparsity", Path(path))
+
+
+def _has_bars(rows: pd.DataFrame) -> bool:
+    return "lo" in rows.columns and rows["lo"].notna().any()
+
+
+def _task_mean(rows: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """Per (method, sparsity) with every task present: the mean accuracy and its 95%
+    interval from the tasks' standard errors (independent: sqrt(sum se^2) / n)."""
+    out = []
+    for (method, s), sub in rows.groupby(["method", "sparsity"], sort=False):
+        if len(sub) != len(tasks):
+            continue
+        mean, se = float(sub["value"].mean()), intervals.mean_stderr(sub["se"])
+        half = intervals.Z95 * se
+        out.append((method, s, mean, se, max(mean - half, 0.0), min(mean + half, 1.0), "mean"))
+    return pd.DataFrame(out, columns=["method", "sparsity", "value", "se", "lo", "hi", "dataset"])
 
 
 def acc_vs_sparsity(
@@ -178,20 +220,18 @@ def acc_vs_sparsity(
         return None
     tasks = list(tasks or ordered(rows["dataset"], TASKS))
     rows = rows[rows["dataset"].isin(tasks)]
-    mean = (
-        rows.groupby(["method", "sparsity"])["value"]
-        .agg(lambda v: v.mean() if len(v) == len(tasks) else np.nan)
-        .dropna()
-        .reset_index()
-        .assign(dataset="mean")
-    )
+    mean = _task_mean(rows, tasks)
     style = method_style(ordered(rows["method"], METHOD_ORDER))
     fig, axes = _panels(len(tasks) + 1)
     for ax, name in zip(axes, [*tasks, "mean"], strict=True):
         _draw(ax, mean if name == "mean" else rows[rows["dataset"] == name], style, scale=100)
         ax.set_title(name)
-        ax.set_ylabel(f"{metric} (%)")
-    return _finish(fig, axes, f"{model} ({protocol}): accuracy vs sparsity", Path(path))
+        bars = " (bars: ±1.96 stderr)" if _has_bars(rows) else ""
+        ax.set_ylabel(f"{metric} (%){bars}")
+    title = f"{model} ({protocol}): accuracy vs sparsity"
+    if model in SMOKE_TEST_MODELS:
+        title = f"SMOKE TEST, not a result: {title}\n({SMOKE_TEST_MODELS[model]}: at chance level)"
+    return _finish(fig, axes, title, Path(path))
 
 
 def _by_model_protocol(rows: pd.DataFrame):
@@ -314,11 +354,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--experiment", default=None, help="only rows of this experiment")
     args = parser.parse_args(argv)
     out = args.out or default_results_dir() / "plots"
+    frame = load(args.results)
     try:
-        paths = all_plots(load(args.results), out, args.experiment)
+        paths = all_plots(frame, out, args.experiment)
     except AmbiguousCellError as exc:
         print(f"[plots] error: {exc}", file=sys.stderr)
         sys.exit(2)
+    from analysis import inference  # the frontier, when runs recorded inference rows
+
+    paths += inference.render_plots(select(frame, args.experiment), out)
     print(f"[plots] wrote {len(paths)} files to {out}")
     return paths
 

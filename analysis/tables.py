@@ -11,12 +11,16 @@
 
 A table shows one experiment's rows, chosen by membership (the ``experiments`` column that
 :mod:`analysis.collect` writes; ``experiment`` for rows without it), and every cell must come
-from exactly one configuration. A cell fed by several configurations (an ablation sweep, two
-experiments mixed) raises :class:`AmbiguousCellError` naming the cell and the columns in which
-the configurations differ; ablation sweeps have their own views (:mod:`analysis.ablations`).
+from exactly one configuration (:mod:`analysis.cells`). A cell fed by several configurations
+(an ablation sweep, two experiments mixed) raises :class:`AmbiguousCellError` naming the cell
+and the settings in which the configurations differ; ablation sweeps have their own views
+(:mod:`analysis.ablations`). Runs of one configuration that differ only in what they evaluated
+share their cells.
 
-Bold: the best value of each column within each model and protocol (lowest perplexity and
-time, highest accuracy). ``(paper)`` columns beside ours appear only when
+Perplexity cells show their 95% interval, accuracy cells lm-eval's standard error. Bold: the
+best value of each column within each model and protocol (lowest perplexity and time, highest
+accuracy), only when its interval overlaps no other method's; else the methods tied with it
+are marked † (:mod:`analysis.intervals`). ``(paper)`` columns beside ours appear only when
 ``analysis/published.csv`` has a number for some cell of the table (paper-protocol rows).
 Each table's notes say what its rows were computed with (evaluation windows and length,
 calibration read, device and dtype), read from the rows themselves.
@@ -38,7 +42,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.collect import EXPERIMENTS, N_ATTN, load
+from analysis import intervals
+from analysis.cells import (
+    DENSE,
+    AmbiguousCellError,
+    combined_note,
+    missing,
+    select,
+    sparsity_label,
+    unique_cells,
+    with_sparsity,
+)
+from analysis.collect import EXPERIMENTS, load
 
 log = logging.getLogger(__name__)
 
@@ -46,44 +61,15 @@ PUBLISHED = Path(__file__).with_name("published.csv")
 PUBLISHED_COLUMNS = ["model", "method", "sparsity", "metric", "dataset", "value", "source_table"]
 METHOD_ORDER = ("dense", "twossp", "shortgpt", "window", "blockpruner", "evopress", "slicegpt")
 MODEL_ORDER = ("llama2_7b", "mistral_7b", "qwen2_5_7b", "phi3_medium")
+# Models too small to answer the downstream tasks above chance (what makes them so): their
+# accuracies are labelled smoke tests, never results.
+SMOKE_TEST_MODELS = {"stories260k": "260K parameters"}
 PROTOCOL_ORDER = ("paper", "matched", "unrecorded")
 PPL_DATASETS = ("wikitext2", "c4", "fineweb_edu", "ptb")
 TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
-DENSE = "dense"
 ROW_KEY = ["model", "protocol", "method"]
 OURS, PAPER = "ours", "paper"
 PAPER_SEQLEN = 2048  # the paper's evaluation and calibration window, named in notes only
-
-# Columns that describe a run's outcome or bookkeeping, not its configuration: never reported
-# as the difference between two configurations of one cell.
-NOT_SETTINGS = {
-    "run_id",
-    "config_hash",
-    "experiment",
-    EXPERIMENTS,
-    "git_sha",
-    "versions",
-    "created_at",
-    "achieved_sparsity",
-    "params_before",
-    "params_after",
-    "block_params_before",
-    "block_params_after",
-    "prune_seconds",
-    "metric",
-    "dataset",
-    "phase",
-    "value",
-    "variant",
-    "sparsity",
-    N_ATTN,
-}
-# Variant entries that are measurements rather than settings.
-VARIANT_RESULTS = {"tokens", "docs", "stderr", "acc_stderr", "acc_norm_stderr"}
-
-
-class AmbiguousCellError(ValueError):
-    """A table cell would be fed by more than one configuration."""
 
 
 @dataclass
@@ -93,7 +79,8 @@ class Table:
     ``values`` has a row index with named levels (the last one varies fastest, e.g. method)
     and tuple column labels; for tables with a ``(paper)`` sibling the last level of each
     label is ``"ours"`` or ``"paper"``. ``text`` (same shape, optional) holds preformatted
-    cells, e.g. ``"mean ± std (n=3)"``, used where not empty.
+    cells, e.g. ``"mean ± std (n=3)"``, used where not empty. ``tied`` (optional) marks cells
+    tied with the best (:func:`analysis.intervals.marks`), printed with a dagger.
     """
 
     name: str
@@ -103,8 +90,9 @@ class Table:
     digits: int = 2
     notes: list[str] = field(default_factory=list)
     text: pd.DataFrame | None = None
+    tied: pd.DataFrame | None = None
 
-    def cell(self, i: int, j: int, bold_fmt: str = "{}", escape=str) -> str:
+    def cell(self, i: int, j: int, bold_fmt: str = "{}", escape=str, tie_fmt: str = "{}†") -> str:
         text = self.text.iloc[i, j] if self.text is not None else ""
         if not text:
             v = self.values.iloc[i, j]
@@ -112,10 +100,14 @@ class Table:
                 return ""
             text = f"{v:.{self.digits}f}"
         bold = self.bold is not None and bool(self.bold.iloc[i, j])
-        return bold_fmt.format(escape(text)) if bold else escape(text)
+        text = escape(text)
+        if self.tied is not None and bool(self.tied.iloc[i, j]):
+            text = tie_fmt.format(text)
+        return bold_fmt.format(text) if bold else text
 
-    def _cells(self, i: int, bold_fmt: str, escape=str) -> list[str]:
-        return [self.cell(i, j, bold_fmt, escape) for j in range(self.values.shape[1])]
+    def _cells(self, i: int, bold_fmt: str, escape=str, tie_fmt: str = "{}†") -> list[str]:
+        n = self.values.shape[1]
+        return [self.cell(i, j, bold_fmt, escape, tie_fmt) for j in range(n)]
 
     @property
     def row_names(self) -> list[str]:
@@ -189,7 +181,7 @@ class Table:
             if previous is not None and row[:-1] != previous:
                 out.append("\\midrule")
             previous = row[:-1]
-            cells = self._cells(i, "\\textbf{{{}}}", _tex)
+            cells = self._cells(i, "\\textbf{{{}}}", _tex, "{}$^\\dagger$")
             out.append(" & ".join([*map(_tex, row), *cells]) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(out) + "\n"
@@ -207,10 +199,6 @@ def _tex(text) -> str:
     ):
         text = text.replace(a, b)
     return text
-
-
-def sparsity_label(s: float) -> str:
-    return f"{100 * s:g}%"
 
 
 def ordered(values, preferred) -> list:
@@ -232,130 +220,11 @@ def load_published(path: str | Path | None = PUBLISHED) -> pd.DataFrame:
     return pub
 
 
-# --- selecting rows and refusing to guess -------------------------------------------------
-
-
-def select(frame: pd.DataFrame, experiment: str | None) -> pd.DataFrame:
-    """The rows of ``experiment`` (all rows for None), by membership.
-
-    Rows carry the experiments their configuration belongs to (``experiments``, written by
-    :mod:`analysis.collect`); a row without that list belongs to its ``experiment``.
-    """
-    if experiment is None:
-        return frame
-    own = frame["experiment"] == experiment
-    if EXPERIMENTS not in frame.columns:
-        return frame[own]
-    listed = frame[EXPERIMENTS].map(lambda e: experiment in e if _is_list(e) else False)
-    return frame[own | listed]
-
-
-def _is_list(value) -> bool:
-    return isinstance(value, (list, tuple, np.ndarray))
-
-
-def with_sparsity(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` plus a ``sparsity`` column: the target rounded to 4 places, 0 for dense
-    (whose one run serves every sparsity)."""
-    target = frame["target_sparsity"].astype(float).round(4)
-    return frame.assign(sparsity=target.where(frame["method"] != DENSE, 0.0))
-
-
-def _show(value) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "null"
-    if _is_list(value) or isinstance(value, dict):
-        return json.dumps(list(value) if _is_list(value) else value, default=str)
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    return str(value)
-
-
-def _sort_key(text: str):
-    try:
-        return (0, float(text), text)
-    except ValueError:
-        return (1, 0.0, text)
-
-
-def differing_settings(rows: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """The settings in which the configurations of ``rows`` differ, with their values."""
-    per_config = rows.drop_duplicates("config_hash")
-    out = []
-    for col in per_config.columns:
-        if col in NOT_SETTINGS:
-            continue
-        shown = sorted({_show(v) for v in per_config[col]}, key=_sort_key)
-        if len(shown) > 1:
-            out.append((col, shown))
-    variants = [json.loads(v) if isinstance(v, str) and v else {} for v in per_config["variant"]]
-    for key in sorted(set().union(*variants) - VARIANT_RESULTS):
-        shown = sorted({_show(v.get(key)) for v in variants}, key=_sort_key)
-        if len(shown) > 1:
-            out.append((f"variant.{key}", shown))
-    return out
-
-
-def _cell_label(key: list[str], values: tuple) -> str:
-    named = dict(zip(key, values, strict=True))
-    parts = []
-    for col, v in named.items():
-        if col in ("metric", "dataset"):
-            continue
-        parts.append(sparsity_label(v) if col == "sparsity" else _show(v))
-    if "metric" in named:
-        dataset = named.get("dataset")
-        parts.append(named["metric"] + (f"/{dataset}" if isinstance(dataset, str) else ""))
-    return "(" + ", ".join(parts) + ")"
-
-
-def unique_cells(rows: pd.DataFrame, key: list[str], table: str) -> pd.DataFrame:
-    """``rows`` with one row per ``key``; raises when a key holds several configurations.
-
-    One run copied under several config hashes (dense across a sparsity sweep, as older code
-    did) is one measurement, not several configurations.
-
-    Raises:
-        AmbiguousCellError: the first cell fed by more than one configuration, with the
-            settings in which they differ.
-    """
-    rows = rows.drop_duplicates([*key, "run_id"])
-    if rows.empty:
-        return rows
-    counts = rows.groupby(key, dropna=False, sort=False)["config_hash"].nunique()
-    ambiguous = counts[counts > 1]
-    if ambiguous.empty:
-        return rows.reset_index(drop=True)
-    cell = ambiguous.index[0] if len(key) > 1 else (ambiguous.index[0],)
-    mask = np.ones(len(rows), dtype=bool)
-    for col, v in zip(key, cell, strict=True):
-        column = rows[col]
-        mask &= column.isna().to_numpy() if _missing(v) else (column == v).to_numpy()
-    diffs = differing_settings(rows[mask])
-    what = (
-        "differ in " + "; ".join(f"{c} ({', '.join(vs)})" for c, vs in diffs)
-        if diffs
-        else "differ in no recorded column (config hashes "
-        + ", ".join(sorted(rows.loc[mask, "config_hash"].unique()))
-        + ")"
-    )
-    more = f" ({len(ambiguous) - 1} more such cells)" if len(ambiguous) > 1 else ""
-    raise AmbiguousCellError(
-        f"{table}: cell {_cell_label(key, cell)} holds {int(ambiguous.iloc[0])} "
-        f"configurations that {what}{more}; render them with an ablation view "
-        "(python -m analysis.tables --experiment <ablation>) or select one experiment"
-    )
-
-
-def _missing(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
 # --- notes: what the rows were computed with ----------------------------------------------
 
 
 def _span(values) -> str:
-    values = sorted({int(v) for v in values if not _missing(v)})
+    values = sorted({int(v) for v in values if not missing(v)})
     if not values:
         return "?"
     return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
@@ -417,7 +286,7 @@ def _list(values) -> str:
 
 
 def _known(value) -> str:
-    return "?" if _missing(value) or value == "" else str(value)
+    return "?" if missing(value) or value == "" else str(value)
 
 
 def runs_note(rows: pd.DataFrame) -> str | None:
@@ -515,26 +384,37 @@ def paper_values(pub: pd.DataFrame, index, points) -> dict:
     return out
 
 
-def best_mask(
-    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = (DENSE,)
-) -> pd.DataFrame:
-    """True where a value is the best of its ``ours`` column within its row block (every
-    index level but the last: model and protocol); ``exclude`` rows never count."""
-    mask = pd.DataFrame(False, index=values.index, columns=values.columns)
-    blocks = [tuple(r[:-1]) for r in values.index]
-    candidate = ~values.index.get_level_values(-1).isin(list(exclude))
-    for j, col in enumerate(values.columns):
-        if isinstance(col, tuple) and col[-1] == PAPER:
-            continue
-        column = values.iloc[:, j].to_numpy(dtype=float)
-        for block in dict.fromkeys(blocks):
-            sel = np.array([b == block for b in blocks]) & candidate & ~np.isnan(column)
-            if not sel.any():
-                continue
-            best = column[sel].min() if lower_is_better else column[sel].max()
-            hits = sel & np.isclose(np.nan_to_num(column, nan=np.inf), best)
-            mask.iloc[np.flatnonzero(hits), j] = True
-    return mask
+def frame_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """A frame shaped like ``values`` holding ``cells`` (``{(row, col): value}``, ``col``
+    without the ``ours`` level) under the ``ours`` columns, NaN elsewhere."""
+    out = pd.DataFrame(np.nan, index=values.index, columns=values.columns, dtype=float)
+    for (row, col), v in cells.items():
+        key = (*col, OURS)
+        if row in out.index and key in out.columns:
+            out.loc[row, key] = v
+    return out
+
+
+def text_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Like :func:`frame_like` for preformatted text (empty where not given)."""
+    out = pd.DataFrame("", index=values.index, columns=values.columns, dtype=object)
+    for (row, col), v in cells.items():
+        key = (*col, OURS)
+        if row in out.index and key in out.columns:
+            out.loc[row, key] = v
+    return out
+
+
+def smoke_note(rows: pd.DataFrame) -> list[str]:
+    """A warning for models too small to answer the downstream tasks above chance."""
+    smoke = [m for m in ordered(rows["model"], MODEL_ORDER) if m in SMOKE_TEST_MODELS]
+    if not smoke:
+        return []
+    named = ", ".join(f"{m} ({SMOKE_TEST_MODELS[m]})" for m in smoke)
+    return [
+        f"Smoke test, not a result: {named} answers these tasks at chance level; its rows "
+        "check that the pipeline runs."
+    ]
 
 
 def _metric_rows(frame: pd.DataFrame, experiment: str | None, metric: str) -> pd.DataFrame:
@@ -560,29 +440,38 @@ def perplexity_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
 ) -> Table:
-    """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns."""
+    """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns; each
+    value with its 95% interval where the row has one."""
     name = "table1_ppl"
     rows = _metric_rows(frame, experiment, "ppl")
     rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    combined = combined_note(rows)
+    rows = intervals.with_bounds(rows)
     datasets = list(datasets or ordered(rows["dataset"], PPL_DATASETS))
     pruned = rows[rows["method"] != DENSE]
     sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
     index = row_index(rows)
-    ours = {}
-    for r in rows[[*ROW_KEY, "sparsity", "dataset", "value"]].itertuples(index=False):
+    ours, low, high, text = {}, {}, {}, {}
+    for r in rows[[*ROW_KEY, "sparsity", "dataset", "value", "lo", "hi"]].itertuples(index=False):
         for s in sparsities if r.method == DENSE else [r.sparsity]:
             if s in sparsities and r.dataset in datasets:
-                ours[((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))] = r.value
+                key = ((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))
+                ours[key], low[key], high[key] = r.value, r.lo, r.hi
+                text[key] = intervals.interval_text(r.value, r.lo, r.hi)
     base = [(sparsity_label(s), d) for s in sparsities for d in datasets]
     points = {(sparsity_label(s), d): (s, "ppl", d) for s in sparsities for d in datasets}
     pub = load_published() if published is None else published
     values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), True)
+    has = rows["lo"].notna().any()
+    how = "[low, high]: the 95% interval recorded with each row" if has else None
     notes = [
-        "Perplexity (lower is better); bold: best pruned method per column within each model "
-        "and protocol. Dense: the unpruned model (one run), repeated under each sparsity."
+        f"Perplexity (lower is better); {intervals.marks_note(how, bool(tied.any().any()))} "
+        "Dense: the unpruned model (one run), repeated under each sparsity."
     ]
-    notes += [n for n in (achieved_note(rows),) if n] + context_notes(rows)
-    return Table(name, "Table 1: perplexity", values, best_mask(values, True), 2, notes)
+    notes += [n for n in (achieved_note(rows), combined) if n] + context_notes(rows)
+    table_text = text_like(values, text) if has else None
+    return Table(name, "Table 1: perplexity", values, best, 2, notes, table_text, tied)
 
 
 def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str):
@@ -590,7 +479,7 @@ def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str)
     for a table of ``column`` by (model, protocol, method) and target sparsity."""
     rows = with_sparsity(select(frame, experiment))
     runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
-    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name)
+    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name, variant=False)
     cells = {
         ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): getattr(r, column)
         for r in runs[[*ROW_KEY, "sparsity", column]].itertuples(index=False)
@@ -621,18 +510,21 @@ def downstream_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
 ) -> Table:
-    """Table 2: accuracy (percent) per task and their mean at one sparsity."""
+    """Table 2: accuracy (percent) per task and their mean at one sparsity, ± lm-eval's
+    standard error where recorded."""
     name = "table2_downstream"
     rows = _metric_rows(frame, experiment, metric)
     rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
     rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    combined = combined_note(rows)
+    rows = intervals.with_bounds(rows)
     tasks = list(tasks or ordered(rows["dataset"], TASKS))
     index = row_index(rows)
-    ours = {
-        ((r.model, r.protocol, r.method), (r.dataset,)): 100 * r.value
-        for r in rows[[*ROW_KEY, "dataset", "value"]].itertuples(index=False)
-        if r.dataset in tasks
-    }
+    ours, errors = {}, {}
+    for r in rows[[*ROW_KEY, "dataset", "value", "se"]].itertuples(index=False):
+        if r.dataset in tasks:
+            key = ((r.model, r.protocol, r.method), (r.dataset,))
+            ours[key], errors[key] = 100 * r.value, 100 * r.se
     pub = load_published() if published is None else published
     paper = paper_values(pub, index, {(t,): (sparsity, metric, t) for t in tasks})
     paper = {k: 100 * v for k, v in paper.items()}
@@ -641,20 +533,38 @@ def downstream_table(
             got = [cells.get((row, (t,)), float("nan")) for t in tasks]
             if tasks and not np.isnan(got).any():
                 cells[(row, ("avg",))] = float(np.mean(got))
+                if cells is ours:
+                    errors[(row, ("avg",))] = intervals.mean_stderr(
+                        errors[(row, (t,))] for t in tasks
+                    )
     values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], ROW_KEY)
+    z = intervals.Z95
+    low = {k: max(ours[k] - z * se, 0.0) for k, se in errors.items()}
+    high = {k: min(ours[k] + z * se, 100.0) for k, se in errors.items()}
+    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), False)
+    has = any(not np.isnan(se) for se in errors.values())
+    text = {k: intervals.stderr_text(ours[k], se) for k, se in errors.items()}
+    how = (
+        "± lm-eval's standard error (avg: sqrt(sum se^2) / tasks), 95% interval ± 1.96 se"
+        if has
+        else None
+    )
     notes = [
         f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
-        "better); avg = mean over the tasks, shown when all are present; bold: best pruned "
-        "method per column within each model and protocol."
+        "better); avg = mean over the tasks, shown when all are present; "
+        + intervals.marks_note(how, bool(tied.any().any()))
     ]
-    notes += _limit_notes(rows) + [n for n in (calib_note(rows), runs_note(rows)) if n]
+    notes += smoke_note(rows) + _limit_notes(rows)
+    notes += [n for n in (combined, calib_note(rows), runs_note(rows)) if n]
     return Table(
         name,
         f"Table 2: downstream accuracy at {sparsity_label(sparsity)} sparsity",
         values,
-        best_mask(values, False),
+        best,
         2,
         notes,
+        text_like(values, text) if has else None,
+        tied,
     )
 
 
@@ -676,7 +586,12 @@ def time_table(
         "Wall-clock seconds in method.prune (lower is better), calibration loading and "
         "evaluation excluded; compare only runs on the same hardware."
     ] + [n for n in (runs_note(runs),) if n]
-    return Table(name, "Pruning time (seconds)", values, best_mask(values, True), 2, notes)
+    if "threads" in runs.columns and runs["threads"].notna().any():  # what a CPU time depends on
+        notes.append(f"CPU threads: {_list(sorted({int(n) for n in runs['threads'].dropna()}))}.")
+    best, tied = intervals.marks(values, None, None, True)
+    if tied.any().any():
+        notes[0] += f" {intervals.TIE_MARK}: equal fastest times."
+    return Table(name, "Pruning time (seconds)", values, best, 2, notes, None, tied)
 
 
 def all_tables(
@@ -783,6 +698,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     paths = render(tables, out)
     for t in tables:
         print(t.to_markdown())
+    from analysis import inference  # the speed-up table, when runs recorded inference rows
+
+    try:
+        paths += inference.render_tables(select(frame, args.experiment), out)
+    except AmbiguousCellError as exc:
+        print(f"[tables] inference_speedup not rendered: {exc}")
     if skipped:
         names = ", ".join(reason.split(":", 1)[0] for reason in skipped)
         print(

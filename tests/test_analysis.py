@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablations, collect, plots, tables
+from analysis import ablations, collect, intervals, notebook, plots, tables
 from tests.conftest import needs_shared
 from twossp.results import Metric, RunRecord, add_members, plan_path, run_path, to_frame, write_run
 
@@ -65,6 +65,8 @@ def _write_run(
     experiment="synthetic",
     windows=4,
     n_attn=None,
+    ci=None,
+    stderr=None,
 ):
     chash = chash or f"{model}-{protocol}-{method}-{sparsity}"
     achieved = OVERSHOOT.get(method) or sparsity
@@ -91,12 +93,20 @@ def _write_run(
         git_sha="x",
         versions={},
     )
+    ci, stderr = ci or {}, stderr or {}
     metrics = [
-        Metric("ppl", d, v, {"seqlen": 8, "windows": windows, "tokens": 8 * windows})
+        Metric(
+            "ppl",
+            d,
+            v,
+            {"seqlen": 8, "windows": windows, "tokens": 8 * windows},
+            ci_low=ci.get(d, (None, None))[0],
+            ci_high=ci.get(d, (None, None))[1],
+        )
         for d, v in values.get("ppl", {}).items()
     ]
     metrics += [
-        Metric("acc", t, v, {"task_version": "1.0", "limit": None})
+        Metric("acc", t, v, {"task_version": "1.0", "limit": None, "stderr": stderr.get(t)})
         for t, v in values.get("acc", {}).items()
     ]
     frame = to_frame(record, metrics).assign(created_at=pd.Timestamp(created))
@@ -476,6 +486,178 @@ def test_tables_and_plots_cli_render_the_ablation_views(tmp_path, capsys):
     assert "holds" in capsys.readouterr().err
 
 
+# --- runs of one configuration that evaluated different things -----------------------------
+
+
+def _plain_and_downstream(root, ppl_downstream=8.0, **kw):
+    """A plain run (perplexity) and the same configuration with eval=downstream (perplexity
+    and accuracy), a day later: different config hashes, every recorded setting equal."""
+    _write_run(root, "m", "twossp", 0.375, DAY1, {"ppl": {"wikitext2": 8.0}}, "plain", "h-plain")
+    values = {"ppl": {"wikitext2": ppl_downstream}, "acc": {"arc_easy": 0.6, "piqa": 0.7}}
+    _write_run(root, "m", "twossp", 0.375, DAY2, values, "down", "h-down", **kw)
+    _write_run(root, "m", "shortgpt", 0.375, DAY2, {"ppl": {"wikitext2": 9.0}})
+
+
+def test_a_plain_and_a_downstream_run_of_one_configuration_share_their_cells(tmp_path):
+    _plain_and_downstream(tmp_path / "r")
+    frame = _merged(tmp_path / "r")
+    ppl = tables.perplexity_table(frame)
+    assert ppl.values.loc[("m", "paper", "twossp"), ("37.5%", "wikitext2", "ours")] == 8.0
+    assert not any("differ by up to" in n for n in ppl.notes)  # the two runs agree
+    acc = tables.downstream_table(frame).to_markdown()
+    assert "| m | paper | twossp | **60.00** | **70.00** | **65.00** |" in acc
+    built = {t.name: t for t in tables.all_tables(frame)}  # every table, nothing refused
+    assert set(built) == {"table1_ppl", "achieved_sparsity", "table2_downstream", "pruning_time"}
+    runs = plots.all_plots(frame, tmp_path / "plots")
+    assert sorted(p.name for p in runs) == [
+        "acc_vs_sparsity_m_paper.png",
+        "ppl_vs_sparsity_m_paper.png",
+    ]
+
+
+def test_combined_runs_show_the_newest_value_and_say_when_they_disagree(tmp_path):
+    _plain_and_downstream(tmp_path / "r", ppl_downstream=8.4)
+    t = tables.perplexity_table(_merged(tmp_path / "r"))
+    assert t.values.loc[("m", "paper", "twossp"), ("37.5%", "wikitext2", "ours")] == 8.4
+    assert any("1 cell(s) were measured by several runs" in n and "5%" in n for n in t.notes)
+
+
+def test_one_metric_under_two_evaluation_settings_is_still_refused(tmp_path):
+    root = tmp_path / "r"
+    for windows, chash in ((2, "w2"), (8, "w8")):
+        _write_run(root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 8.0}}, chash=chash,
+                   windows=windows)  # fmt: skip
+    with pytest.raises(tables.AmbiguousCellError) as err:
+        tables.perplexity_table(_merged(root))
+    assert "holds 2 configurations that differ in variant.windows (2, 8)" in str(err.value)
+    assert "tokens" not in str(err.value)  # a measurement, not a setting
+    assert "different evaluation settings" in str(err.value)
+    tables.achieved_table(_merged(root))  # one pruning, whatever was evaluated: no refusal
+
+
+def test_runs_with_equal_settings_that_pruned_differently_are_refused(tmp_path):
+    root = tmp_path / "r"
+    for n_attn in (1, 2):
+        _write_run(root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 8.0}},
+                   chash=f"attn{n_attn}", n_attn=n_attn)  # fmt: skip
+    with pytest.raises(
+        tables.AmbiguousCellError, match=r"pruned differently: plan_n_attn \(1, 2\)"
+    ):
+        tables.perplexity_table(_merged(root))
+
+
+# --- intervals: best only when clear of the others -------------------------------------------
+
+
+def test_perplexity_best_is_bold_only_when_its_interval_excludes_the_others(tmp_path):
+    root = tmp_path / "r"
+    # wikitext2: twossp clearly best; c4: shortgpt lower but the intervals overlap -> tied
+    twossp = {"wikitext2": (7.5, 8.5), "c4": (10.0, 12.0)}
+    shortgpt = {"wikitext2": (8.6, 9.4), "c4": (10.2, 10.8)}
+    for method, ppl, ci in (
+        ("twossp", {"wikitext2": 8.0, "c4": 11.0}, twossp),
+        ("shortgpt", {"wikitext2": 9.0, "c4": 10.5}, shortgpt),
+        ("dense", {"wikitext2": 5.0, "c4": 7.0}, {"wikitext2": (4.9, 5.1)}),
+    ):
+        _write_run(root, "m", method, 0.0 if method == "dense" else 0.25, DAY2, {"ppl": ppl}, ci=ci)
+    t = tables.perplexity_table(_merged(root))
+    md = t.to_markdown()
+    assert "| m | paper | twossp | **8.00 [7.50, 8.50]** | 11.00 [10.00, 12.00]† |" in md
+    assert "| m | paper | shortgpt | 9.00 [8.60, 9.40] | 10.50 [10.20, 10.80]† |" in md
+    assert (
+        "| m | paper | dense | 5.10" not in md
+        and "| m | paper | dense | 5.00 [4.90, 5.10] | 7.00 |" in md
+    )
+    assert "†: tied with the best" in " ".join(t.notes)
+    assert (
+        "\\textbf{8.00 [7.50, 8.50]}" in t.to_latex()
+        and "10.50 [10.20, 10.80]$^\\dagger$" in t.to_latex()
+    )
+
+
+def test_accuracy_prints_stderr_and_ties_on_the_normal_interval(results_dir):
+    # at 37.5%: arc_easy 61 vs 55 with se 1 point: clear; piqa 70 vs 72 with se 2: tied
+    for method, se in (
+        ("twossp", {"arc_easy": 0.01, "piqa": 0.02}),
+        ("shortgpt", {"arc_easy": 0.01, "piqa": 0.02}),
+    ):
+        _write_run(results_dir, "m_a", method, 0.375, DAY3, {"acc": ACC[("m_a", method, 0.375)]},
+                   chash=f"acc-{method}", stderr=se)  # fmt: skip
+    rows = _merged(results_dir)
+    rows = rows[
+        (rows["metric"] != "acc") | rows["config_hash"].str.startswith(("acc-", "m_a-paper-dense"))
+    ]
+    md = tables.downstream_table(rows).to_markdown()
+    assert "| m_a | paper | twossp | **61.00 ± 1.00** | 70.00 ± 2.00† |" in md
+    assert "| m_a | paper | shortgpt | 55.00 ± 1.00 | 72.00 ± 2.00† |" in md
+    assert "avg: sqrt(sum se^2) / tasks" in md
+
+
+def test_marks_compare_every_candidate_and_treat_a_missing_interval_as_a_point():
+    index = pd.MultiIndex.from_tuples(
+        [("m", "p", "dense"), ("m", "p", "a"), ("m", "p", "b"), ("m", "p", "c")],
+        names=["model", "protocol", "method"],
+    )
+    values = pd.DataFrame({"x": [1.0, 10.0, 11.0, 12.0], "y": [1.0, 10.0, 10.5, 10.0]}, index=index)
+    # x: b is clear of a, but c's wide interval reaches a's: a and c tie, b is not marked
+    low = pd.DataFrame({"x": [0.5, 9.8, 10.9, 9.0], "y": [np.nan] * 4}, index=index)
+    high = pd.DataFrame({"x": [1.5, 10.2, 11.1, 15.0], "y": [np.nan] * 4}, index=index)
+    best, tied = intervals.marks(values, low, high, lower_is_better=True)
+    assert tied["x"].tolist() == [False, True, False, True] and not best["x"].any()
+    # y: no intervals: points; two equal lowest values tie, the dense row never counts
+    assert tied["y"].tolist() == [False, True, False, True] and not best["y"].any()
+    best, tied = intervals.marks(values.iloc[:3], None, None, lower_is_better=True)
+    assert best["x"].tolist() == [False, True, False] and not tied.any().any()
+
+
+def test_error_bars_come_from_the_interval_and_the_task_mean_from_the_stderrs():
+    rows = pd.DataFrame({"value": [8.0, 9.0], "lo": [7.0, np.nan], "hi": [8.5, np.nan]})
+    assert plots._yerr(rows, 1.0).tolist() == [[1.0, 0.0], [0.5, 0.0]]
+    variants = [json.dumps({"stderr": 0.03}), json.dumps({"stderr": 0.04})]
+    acc = intervals.with_bounds(pd.DataFrame({
+        "method": ["a", "a"], "sparsity": [0.5, 0.5], "dataset": ["t1", "t2"],
+        "value": [0.5, 0.7], "variant": variants,
+    }))  # fmt: skip
+    assert acc["lo"].tolist() == pytest.approx([0.5 - 1.96 * 0.03, 0.7 - 1.96 * 0.04], abs=1e-3)
+    mean = plots._task_mean(acc, ["t1", "t2"]).iloc[0]
+    assert mean["value"] == pytest.approx(0.6) and mean["se"] == pytest.approx(0.025)  # 0.05 / 2
+
+
+# --- the notebook's merged file and order ----------------------------------------------------
+
+
+def test_notebook_merges_when_the_runs_are_newer_than_the_merged_file(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    _write_run(root, "m", "twossp", 0.5, DAY2, {"ppl": {"wikitext2": 8.0}})
+    monkeypatch.delenv("TWOSSP_RESULTS_FILE", raising=False)
+    monkeypatch.setenv("TWOSSP_RESULTS", str(root))
+    merged = notebook.results_path()
+    assert merged == root / "results.parquet" and len(collect.load(merged)) == 1
+    assert not notebook.stale(root, merged)
+    _write_run(root, "m", "shortgpt", 0.5, DAY2, {"ppl": {"wikitext2": 9.0}})
+    os.utime(run_path(root, "m-paper-shortgpt-0.5"), (merged.stat().st_mtime + 5,) * 2)
+    assert notebook.stale(root, merged)
+    assert len(collect.load(notebook.results_path())) == 2
+    monkeypatch.setenv("TWOSSP_RESULTS", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no runs under"):
+        notebook.results_path()
+
+
+def test_notebook_leads_with_smollm2_and_labels_stories260k_a_smoke_test(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    _write_run(root, "stories260k", "twossp", 0.5, DAY2, {"acc": {"piqa": 0.5}}, experiment="a")
+    _write_run(root, "smollm2_135m", "twossp", 0.5, DAY2, {"acc": {"piqa": 0.6}}, experiment="z")
+    monkeypatch.delenv("TWOSSP_EXPERIMENT", raising=False)
+    frame = _merged(root)
+    assert notebook.experiments(frame) == ["z", "a"]
+    assert "smoke test" in notebook.heading(frame, "a") and "smoke" not in notebook.heading(
+        frame, "z"
+    )
+    notes = " ".join(tables.downstream_table(frame, sparsity=0.5, experiment="a").notes)
+    assert "Smoke test, not a result: stories260k" in notes
+    assert "Smoke" not in " ".join(tables.downstream_table(frame, 0.5, experiment="z").notes)
+
+
 # --- plots ----------------------------------------------------------------------------------
 
 
@@ -531,6 +713,33 @@ def test_results_notebook_executes_from_another_directory(results_dir, tmp_path,
         "ablation_alpha_m_paper.png",
         "acc_vs_sparsity_m_a_paper.png",
         "ppl_vs_sparsity_m_a_paper.png",
+    ]
+
+
+@pytest.mark.slow
+def test_readme_notebook_command_runs_after_a_plain_and_a_downstream_run(tmp_path):
+    # README: `jupyter nbconvert --to html --execute analysis/results.ipynb --output-dir ...`
+    # right after the runs, with no `python -m analysis.collect`: the notebook merges itself.
+    root = tmp_path / "results"
+    _plain_and_downstream(root)
+    env = {**os.environ, "TWOSSP_RESULTS": str(root), "TWOSSP_PLOTS_DIR": str(tmp_path / "p")}
+    for name in ("TWOSSP_RESULTS_FILE", "TWOSSP_EXPERIMENT", "TWOSSP_ROOT"):
+        env.pop(name, None)
+    jupyter = Path(sys.executable).with_name("jupyter")
+    notebook_path = ROOT / "analysis" / "results.ipynb"
+    cmd = [str(jupyter), "nbconvert", "--to", "html", "--execute", str(notebook_path)]
+    done = subprocess.run(
+        [*cmd, "--output-dir", str(tmp_path / "html")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (tmp_path / "html" / "results.html").read_text()
+    assert (root / "results.parquet").exists()
+    assert "Table 1: perplexity" in html and "Table 2: downstream accuracy" in html
+    assert "configurations that differ" not in html  # no refusal printed
+    assert sorted(p.name for p in (tmp_path / "p").rglob("*.png")) == [
+        "acc_vs_sparsity_m_paper.png",
+        "ppl_vs_sparsity_m_paper.png",
     ]
 
 

@@ -1,0 +1,276 @@
+"""Which rows feed a table cell, and refusing to guess when several configurations could.
+
+A table shows one experiment's rows (:func:`select`, by membership) and every cell must come
+from one configuration. :func:`unique_cells` keeps one row per cell and raises
+:class:`AmbiguousCellError` when the configurations of a cell differ in a recorded setting
+(a method setting, calibration, the model, or an evaluation setting of the row's ``variant``
+such as ``max_windows`` or lm-eval's ``limit``), naming the settings and their values.
+
+Runs whose config hashes differ although every recorded setting of the cell agrees are one
+measurement made twice: a plain run and the same configuration with ``eval=downstream`` (the
+evaluation settings are part of the hash) both score perplexity with the same settings, and
+the downstream run alone measures accuracy. Such a cell takes the newest run's row, provided
+the runs pruned alike (same achieved sparsity, parameter counts and attention submodules
+removed); otherwise it is refused too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.collect import EXPERIMENTS, N_ATTN
+
+DENSE = "dense"
+# Columns that describe a run's outcome or bookkeeping, not its configuration: never reported
+# as the difference between two configurations of one cell.
+NOT_SETTINGS = {
+    "run_id",
+    "config_hash",
+    "experiment",
+    EXPERIMENTS,
+    "git_sha",
+    "versions",
+    "created_at",
+    "achieved_sparsity",
+    "params_before",
+    "params_after",
+    "block_params_before",
+    "block_params_after",
+    "prune_seconds",
+    "metric",
+    "dataset",
+    "phase",
+    "value",
+    "unit",
+    "ci_low",
+    "ci_high",
+    "variant",
+    "sparsity",
+    "threads",  # CPU threads: recorded for timing, not hashed (the same numbers)
+    N_ATTN,
+}
+# Variant entries that are measurements rather than settings (window_nll: the per-window
+# losses a perplexity interval is computed from).
+VARIANT_RESULTS = {"tokens", "docs", "stderr", "acc_stderr", "acc_norm_stderr", "window_nll"}
+# What pruning produced: runs combined into one cell must agree on these.
+OUTCOMES = ("achieved_sparsity", "params_after", "block_params_after", N_ATTN)
+# ``DataFrame.attrs`` key of unique_cells' record of cells measured by several runs.
+COMBINED = "combined_cells"
+
+
+class AmbiguousCellError(ValueError):
+    """A table cell would be fed by more than one configuration."""
+
+
+def select(frame: pd.DataFrame, experiment: str | None) -> pd.DataFrame:
+    """The rows of ``experiment`` (all rows for None), by membership.
+
+    Rows carry the experiments their configuration belongs to (``experiments``, written by
+    :mod:`analysis.collect`); a row without that list belongs to its ``experiment``.
+    """
+    if experiment is None:
+        return frame
+    own = frame["experiment"] == experiment
+    if EXPERIMENTS not in frame.columns:
+        return frame[own]
+    listed = frame[EXPERIMENTS].map(lambda e: experiment in e if is_list(e) else False)
+    return frame[own | listed]
+
+
+def is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def with_sparsity(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus a ``sparsity`` column: the target rounded to 4 places, 0 for dense
+    (whose one run serves every sparsity)."""
+    target = frame["target_sparsity"].astype(float).round(4)
+    return frame.assign(sparsity=target.where(frame["method"] != DENSE, 0.0))
+
+
+def sparsity_label(s: float) -> str:
+    return f"{100 * s:g}%"
+
+
+def show(value) -> str:
+    """A setting's value as the error messages print it."""
+    if missing(value):
+        return "null"
+    if is_list(value) or isinstance(value, dict):
+        return json.dumps(list(value) if is_list(value) else value, default=str)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def _sort_key(text: str):
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _spread(values) -> list[str]:
+    return sorted({show(v) for v in values}, key=_sort_key)
+
+
+def differing_settings(rows: pd.DataFrame, variant: bool = True) -> list[tuple[str, list[str]]]:
+    """The settings in which the configurations of ``rows`` differ, with their values.
+
+    ``variant``: also compare the evaluation settings in each row's ``variant`` (one row per
+    configuration is compared, so pass the rows of one cell).
+    """
+    per_config = rows.drop_duplicates("config_hash")
+    out = []
+    for col in per_config.columns:
+        if col in NOT_SETTINGS:
+            continue
+        shown = _spread(per_config[col])
+        if len(shown) > 1:
+            out.append((col, shown))
+    if not variant or "variant" not in per_config.columns:
+        return out
+    variants = [json.loads(v) if isinstance(v, str) and v else {} for v in per_config["variant"]]
+    for key in sorted(set().union(*variants) - VARIANT_RESULTS):
+        shown = _spread(v.get(key) for v in variants)
+        if len(shown) > 1:
+            out.append((f"variant.{key}", shown))
+    return out
+
+
+def differing_outcomes(rows: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """The pruning outcomes (achieved sparsity, parameters, attention removed) in which the
+    runs of ``rows`` differ."""
+    per_run = rows.drop_duplicates(["config_hash", "run_id"])
+    out = []
+    for col in OUTCOMES:
+        if col in per_run.columns:
+            shown = _spread(per_run[col])
+            if len(shown) > 1:
+                out.append((col, shown))
+    return out
+
+
+def cell_label(key: list[str], values: tuple) -> str:
+    named = dict(zip(key, values, strict=True))
+    parts = []
+    for col, v in named.items():
+        if col in ("metric", "dataset"):
+            continue
+        parts.append(sparsity_label(v) if col == "sparsity" else show(v))
+    if "metric" in named:
+        dataset = named.get("dataset")
+        parts.append(named["metric"] + (f"/{dataset}" if isinstance(dataset, str) else ""))
+    return "(" + ", ".join(parts) + ")"
+
+
+def _listing(diffs: list[tuple[str, list[str]]]) -> str:
+    return "; ".join(f"{c} ({', '.join(vs)})" for c, vs in diffs)
+
+
+ABLATION_HINT = (
+    "render them with an ablation view (python -m analysis.tables --experiment <ablation>) "
+    "or select one experiment"
+)
+EVAL_HINT = (
+    "they were scored with different evaluation settings: select one experiment "
+    "(--experiment NAME) or evaluate the runs alike"
+)
+
+
+def _why(rows: pd.DataFrame, variant: bool) -> tuple[str, str] | None:
+    """Why the configurations of one cell cannot be combined, and what to do (None: they
+    can)."""
+    diffs = differing_settings(rows, variant)
+    if diffs:
+        hint = EVAL_HINT if all(c.startswith("variant.") for c, _ in diffs) else ABLATION_HINT
+        return "differ in " + _listing(diffs), hint
+    outcomes = differing_outcomes(rows)
+    if outcomes:
+        hashes = ", ".join(sorted(rows["config_hash"].unique()))
+        what = f"differ in no recorded setting (config hashes {hashes}) but pruned differently: "
+        return what + _listing(outcomes), "rerun them (force=true) or select one experiment"
+    return None
+
+
+def unique_cells(
+    rows: pd.DataFrame, key: list[str], table: str, *, variant: bool = True
+) -> pd.DataFrame:
+    """``rows`` with one row per ``key``; raises when a key holds several configurations.
+
+    One run copied under several config hashes (dense across a sparsity sweep, as older code
+    did) is one measurement, not several configurations. Configurations that agree on every
+    recorded setting and pruned alike are one measurement made by several runs (e.g. a plain
+    run and one with ``eval=downstream``): the cell keeps the newest run's row
+    (``created_at``, then ``run_id``). The result's ``attrs[COMBINED]`` lists such cells with
+    the values their runs gave, for :func:`combined_note`.
+
+    Args:
+        rows: candidate rows with the ``key`` columns.
+        key: the columns that name a cell.
+        table: the table's name, for the error message.
+        variant: compare the rows' evaluation settings (``variant``); off for per-run tables
+            (achieved sparsity, pruning time), whose rows may be of different metrics.
+
+    Raises:
+        AmbiguousCellError: the first cell fed by configurations that differ in a recorded
+            setting (named with its values) or that pruned differently.
+    """
+    rows = rows.drop_duplicates([*key, "run_id"])
+    if rows.empty:
+        return rows
+    keep = np.ones(len(rows), dtype=bool)
+    refused: list[tuple[tuple, int, tuple[str, str]]] = []
+    combined: list[dict] = []
+    for cell, where in rows.groupby(key, dropna=False, sort=False).indices.items():
+        sub = rows.iloc[where]
+        n = sub["config_hash"].nunique()
+        if n < 2:
+            continue
+        why = _why(sub, variant)
+        if why is not None:
+            refused.append((cell if isinstance(cell, tuple) else (cell,), n, why))
+            continue
+        runs = sub[["created_at", "run_id"]].assign(position=where)
+        newest = runs.sort_values(["created_at", "run_id"], na_position="first")["position"]
+        newest = newest.iloc[-1]
+        keep[where] = False
+        keep[newest] = True
+        if "value" in sub.columns:
+            combined.append({"cell": cell, "values": [float(v) for v in sub["value"]]})
+    if refused:
+        cell, n, why = refused[0]
+        what, hint = why
+        more = f" ({len(refused) - 1} more such cells)" if len(refused) > 1 else ""
+        raise AmbiguousCellError(
+            f"{table}: cell {cell_label(key, cell)} holds {n} configurations that "
+            f"{what}{more}; {hint}"
+        )
+    out = rows[keep].reset_index(drop=True)
+    out.attrs[COMBINED] = combined
+    return out
+
+
+def combined_note(rows: pd.DataFrame, rel_tol: float = 1e-9) -> str | None:
+    """A note when runs combined into one cell (see :func:`unique_cells`) gave different
+    values, e.g. on hardware whose kernels are not deterministic; None when they agree."""
+    combined = rows.attrs.get(COMBINED) or []
+    spreads = []
+    for c in combined:
+        low, high = min(c["values"]), max(c["values"])
+        if high - low > rel_tol * max(abs(low), abs(high)):
+            spreads.append((high - low) / max(abs(low), 1e-300))
+    if not spreads:
+        return None
+    return (
+        f"{len(spreads)} cell(s) were measured by several runs with the same recorded settings "
+        f"whose values differ by up to {100 * max(spreads):.2g}%; the newest run is shown."
+    )

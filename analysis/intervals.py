@@ -1,0 +1,147 @@
+"""Uncertainty in tables and plots: each value's 95% interval and the best / tied rule.
+
+Where the intervals come from:
+
+- perplexity rows carry a 95% interval in the typed columns ``ci_low`` / ``ci_high``
+  (:class:`twossp.results.Metric`); rows written before those columns existed have none.
+- downstream accuracies carry lm-eval's standard error in ``variant["stderr"]``
+  (:func:`twossp.evaluation.downstream.to_metrics`); their interval is the normal one,
+  value ± 1.96 standard errors, clipped to [0, 1]. The mean over tasks gets
+  ``sqrt(sum se_i^2) / n`` (the tasks are scored on different documents, so their errors
+  are taken as independent).
+
+The rule (:func:`marks`): within a column and a row block (model and protocol), the best
+value is marked *best* only when its interval overlaps no other candidate's interval; else
+every candidate whose interval overlaps the best's, the best included, is marked *tied* and
+none is best. A value without an interval counts as a point, so old rows keep the plain rule
+(lowest wins; equal values tie).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.cells import DENSE, missing
+
+Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+PAPER = "paper"  # the last level of a published-number column label: never marked
+TIE_MARK = "†"
+
+
+def stderr(variant) -> float:
+    """lm-eval's standard error from a row's ``variant`` JSON (NaN when absent)."""
+    try:
+        value = json.loads(variant).get("stderr") if isinstance(variant, str) else None
+    except ValueError:
+        return math.nan
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return math.nan
+
+
+def with_bounds(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` plus ``se`` (standard error, accuracy rows), ``lo`` and ``hi`` (95% interval;
+    NaN where the row has none)."""
+    n = len(rows)
+    nan = pd.Series(np.full(n, np.nan), index=rows.index)
+    low = rows["ci_low"].astype(float) if "ci_low" in rows.columns else nan
+    high = rows["ci_high"].astype(float) if "ci_high" in rows.columns else nan
+    se = rows["variant"].map(stderr).astype(float) if "variant" in rows.columns else nan
+    value = rows["value"].astype(float)
+    normal = low.isna() & high.isna() & se.notna()  # accuracies: fractions in [0, 1]
+    low = low.where(~normal, (value - Z95 * se).clip(lower=0.0))
+    high = high.where(~normal, (value + Z95 * se).clip(upper=1.0))
+    both = low.notna() & high.notna()
+    return rows.assign(se=se, lo=low.where(both), hi=high.where(both))
+
+
+def mean_stderr(errors) -> float:
+    """Standard error of the mean of independent values (NaN when any is missing)."""
+    errors = [float(e) for e in errors]
+    if not errors or any(missing(e) for e in errors):
+        return math.nan
+    return math.sqrt(sum(e * e for e in errors)) / len(errors)
+
+
+def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
+    """``"12.34 [12.10, 12.60]"``; just the value when the interval is missing."""
+    if missing(low) or missing(high):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def stderr_text(value: float, se: float, digits: int = 2) -> str:
+    """``"61.00 ± 2.96"``; just the value when the standard error is missing."""
+    if missing(se):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def _overlap(a_lo, a_hi, b_lo, b_hi) -> np.ndarray:
+    return (a_lo <= b_hi) & (b_lo <= a_hi)
+
+
+def marks(
+    values: pd.DataFrame,
+    low: pd.DataFrame | None,
+    high: pd.DataFrame | None,
+    lower_is_better: bool,
+    exclude: tuple[str, ...] = (DENSE,),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(best, tied)`` masks for a table's values (see the module docstring).
+
+    Args:
+        values: the table's values; the row index's last level is the method, the others
+            form the blocks compared (model, protocol). Columns whose label ends in
+            ``"paper"`` are published numbers and never marked.
+        low, high: the 95% interval of each value, same shape (None or NaN: a point).
+        lower_is_better: perplexity and time (True) or accuracy (False).
+        exclude: methods never marked (the dense model).
+    """
+    best = pd.DataFrame(False, index=values.index, columns=values.columns)
+    tied = best.copy()
+    blocks = [tuple(r[:-1]) for r in values.index]
+    candidate = ~values.index.get_level_values(-1).isin(list(exclude))
+    for j, col in enumerate(values.columns):
+        if isinstance(col, tuple) and col[-1] == PAPER:
+            continue
+        value = values.iloc[:, j].to_numpy(dtype=float)
+        lo = value if low is None else low.iloc[:, j].to_numpy(dtype=float)
+        hi = value if high is None else high.iloc[:, j].to_numpy(dtype=float)
+        point = np.isnan(lo) | np.isnan(hi)
+        lo, hi = np.where(point, value, lo), np.where(point, value, hi)
+        for block in dict.fromkeys(blocks):
+            sel = np.array([b == block for b in blocks]) & candidate & ~np.isnan(value)
+            if not sel.any():
+                continue
+            scores = np.where(sel, value, np.inf if lower_is_better else -np.inf)
+            top = int(np.argmin(scores) if lower_is_better else np.argmax(scores))
+            close = sel & _overlap(lo, hi, lo[top], hi[top])
+            if close.sum() > 1:
+                tied.iloc[np.flatnonzero(close), j] = True
+            else:
+                best.iloc[top, j] = True
+    return best, tied
+
+
+def marks_note(intervals: str | None, tied: bool) -> str:
+    """The caption's sentence on bold and †.
+
+    Args:
+        intervals: how the table's intervals were made (None: it has none).
+        tied: whether any cell is marked tied.
+    """
+    text = "bold: best pruned method per column within each model and protocol"
+    if intervals:
+        text += (
+            f"; {intervals}. Bold only where the best value's 95% interval overlaps no other "
+            f"method's; {TIE_MARK}: tied with the best (the intervals overlap, so none is "
+            "marked best); a value without an interval counts as a point"
+        )
+    elif tied:
+        text += f"; {TIE_MARK}: equal best values (tied)"
+    return text + "."
