@@ -220,14 +220,22 @@ def test_cpu_smollm2_seeds_spans_five_draws_and_the_authors_2ssp_budget():
         for p in _sweep_points("cpu_smollm2_seeds")
     ]
     unique = {s.config_hash: s for s in specs}
-    assert len(specs) == 3 * 5 * 2 and len(unique) == 3 * 5 + 5  # baselines' budget repeats
+    assert len(specs) == len(unique) == 3 * 5
     assert {(s.method, s.calib.seed) for s in unique.values()} == {
         (m, seed) for m in cpu for seed in range(5)
     }
-    for base in cpu.values():  # seed 0 at cpu_smollm2's budgets is cpu_smollm2's own run
-        assert base.calib.seed == 0 and base.config_hash in unique
-    authors = [s for s in unique.values() if s.method_params.get("n_calib_stage1") == 32]
-    assert sorted(s.calib.seed for s in authors) == list(range(5))
+    seed0 = {s.method: s for s in unique.values() if s.calib.seed == 0}
+    for m, base in cpu.items():  # seed 0 prunes and scores as cpu_smollm2, without timing rows
+        assert base.calib.seed == 0 and _without_eval(seed0[m]) == _without_eval(base)
+        assert seed0[m].eval.inference is None and base.eval.inference is not None
+    authors = [
+        to_run_spec(_compose("experiment=cpu_smollm2_seeds_authors", *p))
+        for p in _sweep_points("cpu_smollm2_seeds_authors")
+    ]
+    assert [(s.method, s.calib.seed, s.experiment) for s in authors] == [
+        ("twossp", 0, "cpu_smollm2_seeds_authors")
+    ]
     for s in authors:
-        assert s.method == "twossp" and s.method_params["score_seqlen"] is None
+        assert s.method_params["n_calib_stage1"] == 32 and s.method_params["score_seqlen"] is None
         assert s.calib.n_samples == 32 and s.calib.seqlen == 512
+        assert s.config_hash not in unique
