@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.methods.base import PruneContext, PruningMethod, clip_windows, select_samples
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 from twossp.scoring import KINDS, SubmoduleScorer, has_submodule, swap_submodule, zero_submodule
 from twossp.sparsity import (
@@ -178,6 +179,7 @@ def blockpruner_search(
     return search.order
 
 
+@register("blockpruner")
 @dataclass
 class BlockPruner(PruningMethod):
     """BlockPruner with the 2SSP authors' calibration (one sample) and schedule.
@@ -193,7 +195,6 @@ class BlockPruner(PruningMethod):
         use_cache: re-run only the blocks from the candidate onward (same choices, fewer FLOPs).
     """
 
-    name = "blockpruner"
     n_calib: int = 1
     schedule: str = "alternate"
     rounding: str = "up"

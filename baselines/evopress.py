@@ -77,6 +77,7 @@ from twossp.data import CalibrationSpec
 from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod, select_samples
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 from twossp.scoring import zeroed
 from twossp.sparsity import blocks_for_sparsity, check_rounding, validate_sparsity
@@ -198,6 +199,7 @@ class KLFitness:
         return self._memo[key]
 
 
+@register("evopress")
 @dataclass
 class EvoPress(PruningMethod):
     """EvoPress over attention / MLP submodules with the paper's defaults.
@@ -219,7 +221,6 @@ class EvoPress(PruningMethod):
         pool_tokens / pool_seqlen: size of the ``evopress`` pool and of its windows.
     """
 
-    name = "evopress"
     rounding: str = "up"
     pool: str = "evopress"
     pool_tokens: int = 131072

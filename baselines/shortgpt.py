@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from baselines.similarity import BlockSimilarityMethod, iter_block_states, token_cosine
 from twossp.adapters import ModelAdapter
 from twossp.methods.base import PruneContext
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def lowest(scores: list[float], k: int) -> list[int]:
     return sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:k])
 
 
+@register("shortgpt")
 @dataclass
 class ShortGPT(BlockSimilarityMethod):
     """ShortGPT block removal.
@@ -94,7 +96,6 @@ class ShortGPT(BlockSimilarityMethod):
             at BI = 1.
     """
 
-    name = "shortgpt"
     last_token: bool = True
     score_first_block: bool = False
 

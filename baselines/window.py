@@ -43,6 +43,7 @@ from baselines.similarity import (
 )
 from twossp.adapters import ModelAdapter
 from twossp.methods.base import PruneContext
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError
 
@@ -107,6 +108,7 @@ def best_start(scores: list[float], distance: str, first_block: bool) -> int:
     return min(starts, key=lambda s: (scores[s], s))
 
 
+@register("window")
 @dataclass
 class SlidingWindow(BlockSimilarityMethod):
     """Remove the contiguous blocks whose input and output are the most alike.
@@ -120,7 +122,6 @@ class SlidingWindow(BlockSimilarityMethod):
         first_block: allow a window starting at block 0 (paper); the authors' code does not.
     """
 
-    name = "window"
     last_token: bool = True
     distance: str = "cosine"
     first_block: bool = False

@@ -1,4 +1,7 @@
-"""Pruned folders load in stock transformers exactly, or not at all; export and hub upload."""
+"""Pruned folders load in stock transformers exactly, or not at all; export and hub upload.
+
+That every method's folder reloads to identical logits on every family is part of the method
+contract (tests/test_method_contract.py); here: folder formats, export and upload."""
 
 from __future__ import annotations
 
@@ -10,28 +13,20 @@ import torch
 from safetensors.torch import save_model as save_safetensors
 from transformers import AutoModelForCausalLM
 
-from baselines.slicegpt.modules import ScaleFreeRMSNorm, ShortcutBlock, is_rotated
+from baselines.slicegpt.modules import ScaleFreeRMSNorm, ShortcutBlock
 from tests.conftest import TASKS, needs_shared
+from tests.test_method_contract import quick
 from twossp.adapters import get_adapter
 from twossp.export import NotReplayableError, export
 from twossp.methods import PruneContext, build_method
 from twossp.modeling import STRUCTURE_FILE, ModelSpec, load_model, save_pruned
 from twossp.plan import PrunePlan
 from twossp.surgery import apply_plan
-from twossp.testing import FAMILIES, tiny_mixed_window_qwen2, tiny_model
+from twossp.testing import tiny_mixed_window_qwen2, tiny_model
 
 SPARSITY = 0.375
 IDS = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
 CALIB = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(0))
-# Small settings: every method runs in well under a second on the 4-block tiny models.
-METHODS = {
-    "twossp": dict(n_calib_stage1=4),
-    "shortgpt": {},
-    "window": {},
-    "blockpruner": {},
-    "evopress": dict(offspring=4, initially_generated=4, tokens=(16, 32), initial_tokens=16),
-    "slicegpt": {},
-}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,7 +40,7 @@ def _one_thread():
 
 def _prune(name: str, family: str):
     model = tiny_model(family)
-    method = build_method(name, **METHODS[name])
+    method = quick(name)
     if name == "slicegpt":
         try:
             method.check(model, SPARSITY)
@@ -55,56 +50,12 @@ def _prune(name: str, family: str):
     return model
 
 
-def _is_stock_architecture(model) -> bool:
-    a = get_adapter(model)
-    blocks = range(a.num_blocks)
-    return (
-        all(a.has_attention(i) and a.has_mlp(i) for i in blocks)
-        and len({a.ffn_width(i) for i in blocks}) == 1
-        and not is_rotated(a)
-    )
-
-
 def _greedy(model, n=4):
     return model.generate(IDS[:1, :5], max_new_tokens=n, do_sample=False)
 
 
-def _assert_same(loaded, model):
-    torch.testing.assert_close(
-        loaded(input_ids=IDS).logits, model(input_ids=IDS).logits, rtol=0, atol=1e-5
-    )
-
-
 def _custom(folder) -> bool:
     return "auto_map" in json.loads((folder / "config.json").read_text())
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("name", list(METHODS))
-def test_every_result_loads_exactly_in_stock_transformers(name, family, tmp_path):
-    model = _prune(name, family)
-    save_pruned(model, tmp_path, max_shard_size="200KB")  # several shards
-    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
-    assert (tmp_path / "generation_config.json").exists()
-    stock = _is_stock_architecture(model)
-    assert _custom(tmp_path) == (not stock)
-    if name in ("shortgpt", "window"):
-        assert stock  # whole blocks only
-    if name == "slicegpt":
-        assert not stock
-    if stock:
-        loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
-        assert type(loaded) is type(model)
-    else:
-        with pytest.raises(ValueError, match="trust_remote_code"):
-            AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=False)
-        loaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
-    loaded.eval()
-    _assert_same(loaded, model)
-    assert torch.equal(_greedy(loaded), _greedy(model))
-    ours, _ = load_model(ModelSpec(str(tmp_path), device="cpu"), with_tokenizer=False)
-    assert [type(m) for m in ours.modules()] == [type(m) for m in model.modules()]
-    assert torch.equal(ours(input_ids=IDS).logits, model(input_ids=IDS).logits)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2_windows"])
@@ -208,9 +159,7 @@ def _base_and_plan(tmp_path, name="twossp", family="llama"):
     base = tiny_model(family)
     base.save_pretrained(tmp_path / "base")
     pruned = copy.deepcopy(base)
-    plan = build_method(name, **METHODS[name]).prune(
-        pruned, PruneContext(SPARSITY, CALIB, seed=0, progress=False)
-    )
+    plan = quick(name).prune(pruned, PruneContext(SPARSITY, CALIB, seed=0, progress=False))
     plan.save(tmp_path / "plans" / "abc123.json")
     return pruned, tmp_path / "plans" / "abc123.json"
 

@@ -3,6 +3,7 @@ same configuration always gets the same one (also across processes)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STORIES, TEXT, needs_shared, run_spec
+from tests.conftest import TEXT, needs_shared, run_spec
 from twossp.testing import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,14 +93,22 @@ def test_a_local_corpus_is_named_by_its_contents(tmp_path):
 
 @needs_shared()
 def test_the_same_config_hashes_alike_in_another_process():
+    """In a process with another string-hash seed (set and dict orders of str keys differ),
+    the same configuration hashes alike and another one does not."""
     code = (
         "from tests.test_identity import _spec; "
-        "print(_spec('method=blockpruner', 'sparsity=0.25').config_hash)"
+        "print(*(_spec('method=blockpruner', f'sparsity={s}').config_hash for s in (0.25, 0.5)))"
     )
+    seed = os.environ.get("PYTHONHASHSEED", "random")
+    other_seed = str(int(seed) + 1) if seed.isdigit() else "1"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": other_seed},
     )
-    assert out.stdout.strip().splitlines()[-1] == (
-        _spec("method=blockpruner", "sparsity=0.25").config_hash
-    )
-    assert STORIES.exists()
+    same, other = out.stdout.strip().splitlines()[-1].split()
+    assert same == _spec("method=blockpruner", "sparsity=0.25").config_hash
+    assert other != same

@@ -19,6 +19,7 @@ from twossp.methods.base import (
     plan_on_copy,
     select_samples,
 )
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 from twossp.sparsity import UnreachableSparsityError, validate_sparsity
 
@@ -133,6 +134,7 @@ def embedding_dim(adapter: ModelAdapter, sparsity: float, round_to: int, slice_h
 WIDTH_RULES = ("embedding", "block_params")
 
 
+@register("slicegpt")
 @dataclass
 class SliceGPT(PruningMethod):
     """SliceGPT (Ashkboos et al., 2024) with the 2SSP authors' settings by default.
@@ -157,7 +159,6 @@ class SliceGPT(PruningMethod):
             sparsity. ``hidden_size`` rotates without slicing.
     """
 
-    name = "slicegpt"
     plan_replays = False  # the plan records widths; the rotations live in the weights
     width: str = "embedding"
     center_embeddings: bool = True

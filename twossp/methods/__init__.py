@@ -1,7 +1,14 @@
 """Pruning methods: the 2SSP method, the dense reference, and the registry."""
 
 from twossp.methods.base import PruneContext, PruningMethod
-from twossp.methods.registry import METHODS, UnknownMethodError, build_method, method_class
+from twossp.methods.registry import (
+    METHODS,
+    UnknownMethodError,
+    build_method,
+    method_class,
+    method_names,
+    register,
+)
 
 __all__ = [
     "METHODS",
@@ -10,4 +17,6 @@ __all__ = [
     "UnknownMethodError",
     "build_method",
     "method_class",
+    "method_names",
+    "register",
 ]

@@ -8,8 +8,10 @@ a copy. Rotation methods (SliceGPT) rewrite the model in :meth:`prune`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -44,12 +46,21 @@ class PruneContext:
         calibration: ``[n_samples, seqlen]`` token ids (may be empty for ``dense``).
         seed: seed for any randomness inside the method.
         progress: show progress bars.
+        on_stage: the caller's hook around each stage of a method that has stages (2SSP:
+            ``"stage1"``, ``"stage2"``): called with the stage's name, it returns the context
+            the stage runs in (e.g. one that reads a clock on entry and exit). None: no hook.
+            It observes; what the method computes does not depend on it.
     """
 
     sparsity: float
     calibration: torch.Tensor
     seed: int = 0
     progress: bool = True
+    on_stage: Callable[[str], contextlib.AbstractContextManager] | None = None
+
+    def stage(self, name: str) -> contextlib.AbstractContextManager:
+        """The context a method runs its stage ``name`` in (see ``on_stage``)."""
+        return contextlib.nullcontext() if self.on_stage is None else self.on_stage(name)
 
 
 class PruningMethod(ABC):

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from twossp.methods.base import PruneContext, PruningMethod
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 
 
+@register("dense")
 @dataclass
 class Dense(PruningMethod):
-    name = "dense"
     needs_calibration = False
     uses_sparsity = False
 

@@ -26,8 +26,6 @@ measured sparsity can exceed the target by that norm's few parameters.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,6 +41,7 @@ from twossp.methods.base import (
     plan_on_copy,
     select_samples,
 )
+from twossp.methods.registry import register
 from twossp.plan import PrunePlan
 from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError
@@ -166,6 +165,7 @@ def stage2_attention(
     return removed
 
 
+@register("twossp")
 @dataclass
 class TwoSSP(PruningMethod):
     """2SSP with the paper's defaults.
@@ -180,7 +180,6 @@ class TwoSSP(PruningMethod):
         use_cache: stage 2 from cached block inputs (same choices, fewer FLOPs).
     """
 
-    name = "twossp"
     alpha: float = 1.5
     n_calib_stage1: int = 32
     n_calib_stage2: int = 1
@@ -236,28 +235,22 @@ class TwoSSP(PruningMethod):
         return plan_on_copy(self, model, ctx)
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:
-        return self.prune_timed(model, ctx)[0]
-
-    def prune_timed(
-        self, model: nn.Module, ctx: PruneContext, clock: Callable[[], float] = time.perf_counter
-    ) -> tuple[PrunePlan, tuple[float, float]]:
-        """:meth:`prune`, also returning the seconds of stage 1 and stage 2 read off ``clock``
-        (pass a clock that synchronises the GPU to time CUDA work)."""
+        """Stage 1 then stage 2 on ``model`` itself, each inside ``ctx.stage`` (``"stage1"``,
+        ``"stage2"``: the caller's hook, e.g. the bench's stage clock)."""
         adapter = get_adapter(model)
         budget = self.budget(model, ctx.sparsity)
         samples = select_samples(ctx.calibration, self.n_calib_stage1, "2SSP stage 1")
         scored = select_samples(samples, self.n_calib_stage2, "2SSP stage 2", self.score_seqlen)
-        t0 = clock()
-        keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
-        t1 = clock()
-        removed = stage2_attention(
-            adapter,
-            scored,
-            budget.n_attn,
-            self.use_cache,
-            ctx.progress,
-        )
-        t2 = clock()
+        with ctx.stage("stage1"):
+            keep = prune_ffn(adapter, samples, budget.ffn_keep, ctx.progress)
+        with ctx.stage("stage2"):
+            removed = stage2_attention(
+                adapter,
+                scored,
+                budget.n_attn,
+                self.use_cache,
+                ctx.progress,
+            )
         info = {
             "n_attn": budget.n_attn,
             "ffn_keep": budget.ffn_keep,
@@ -274,4 +267,4 @@ class TwoSSP(PruningMethod):
             budget.ffn_width,
             removed,
         )
-        return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info), (t1 - t0, t2 - t1)
+        return PrunePlan(ffn_keep=keep, attention=sorted(removed), info=info)
