@@ -23,19 +23,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.captions import context_notes
+from analysis.cells import select, sparsity_label, unique_cells, with_sparsity
 from analysis.collect import N_ATTN
-from analysis.tables import (
-    MODEL_ORDER,
-    PPL_DATASETS,
-    PROTOCOL_ORDER,
-    Table,
-    context_notes,
-    ordered,
-    select,
-    sparsity_label,
-    unique_cells,
-    with_sparsity,
-)
+from analysis.order import MODEL_ORDER, PPL_DATASETS, PROTOCOL_ORDER, ordered
+from analysis.render import Table
 
 ALPHA = "method.alpha"
 STAGE1 = "method.n_calib_stage1"

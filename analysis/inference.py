@@ -26,17 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.tables import (
-    DENSE,
-    METHOD_ORDER,
-    AmbiguousCellError,
-    Table,
-    ordered,
-    render,
-    row_index,
-    sparsity_label,
-    with_sparsity,
-)
+from analysis.cells import DENSE, AmbiguousCellError, sparsity_label, with_sparsity
+from analysis.order import METHOD_ORDER, ordered, row_index
+from analysis.render import Table, render
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +277,7 @@ def frontier_plot(table: pd.DataFrame, model: str, protocol: str, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.plots import MARKERS, save_png
+    from analysis.figures import MARKERS, save_png
 
     rows = table[(table["model"] == model) & (table["protocol"] == protocol)]
     rows = rows[rows["machine"] == rows["machine"].iloc[0]] if len(rows) else rows

@@ -7,7 +7,7 @@ the order in which experiments are shown.
 - :func:`experiments`: ``$TWOSSP_EXPERIMENT``, else every experiment of the file, those with
   rows of a real model (:data:`LEAD_MODELS`, SmolLM2-135M) first.
 - :func:`heading`: an experiment's heading, naming its models and marking smoke-test models
-  (:data:`analysis.tables.SMOKE_TEST_MODELS`).
+  (:data:`analysis.captions.SMOKE_TEST_MODELS`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import collect
-from analysis.tables import MODEL_ORDER, SMOKE_TEST_MODELS, ordered, select
+from analysis.captions import SMOKE_TEST_MODELS
+from analysis.cells import select
+from analysis.order import MODEL_ORDER, ordered
 
 log = logging.getLogger(__name__)
 

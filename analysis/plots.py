@@ -7,7 +7,7 @@
   much). Error bars: each value's 95% interval (dense: a grey band), where the rows have one.
 - ``acc_vs_sparsity_<model>_<protocol>.png``: one panel per task plus the mean over tasks,
   error bars ±1.96 standard errors (lm-eval's); a smoke-test model's figure says so in its
-  title (:data:`analysis.tables.SMOKE_TEST_MODELS`).
+  title (:data:`analysis.captions.SMOKE_TEST_MODELS`).
 - ``ablation_alpha_<model>_<protocol>.png``: 2SSP perplexity against alpha, a line per
   sparsity, one panel per dataset.
 - ``ablation_calib_<model>_<protocol>.png``: 2SSP perplexity against calibration windows
@@ -23,7 +23,6 @@ generic plots are left out when an ablation view covers the experiment's sweep.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import sys
 from pathlib import Path
@@ -35,32 +34,31 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402  (a matplotlib dependency)
 
-from analysis import ablations, intervals  # noqa: E402
-from analysis.collect import default_results_dir, load  # noqa: E402
-from analysis.tables import (  # noqa: E402
+from analysis import ablations, inference, intervals  # noqa: E402
+from analysis.captions import SMOKE_TEST_MODELS  # noqa: E402
+from analysis.cells import (  # noqa: E402
     DENSE,
+    AmbiguousCellError,
+    select,
+    unique_cells,
+    with_sparsity,
+)
+from analysis.collect import default_results_dir, load  # noqa: E402
+from analysis.figures import LINESTYLES, MARKERS, save_png  # noqa: E402
+from analysis.order import (  # noqa: E402
     METHOD_ORDER,
     MODEL_ORDER,
     PPL_DATASETS,
     PROTOCOL_ORDER,
     ROW_KEY,
-    SMOKE_TEST_MODELS,
     TASKS,
-    AmbiguousCellError,
     ordered,
-    select,
-    unique_cells,
-    with_sparsity,
 )
 
 log = logging.getLogger(__name__)
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-LINESTYLES = ("-", "--", "-.", ":")
 OFFSET_PT = 0.6  # horizontal spacing between methods, in sparsity percentage points
-DPI = 100
 
 
 def _panels(n: int):
@@ -150,16 +148,6 @@ def _finish(fig, axes, title: str, path: Path) -> Path:
     save_png(fig, path)
     plt.close(fig)
     return path
-
-
-def save_png(fig, path: Path) -> None:
-    """Save ``fig`` as a palette PNG (128 colours): a third of the size of matplotlib's RGBA
-    output at no visible cost for line plots, which keeps the executed notebook small."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        image.convert("RGB").quantize(colors=128).save(path, optimize=True)
 
 
 def _point_rows(frame: pd.DataFrame, metric: str, plot: str) -> pd.DataFrame:
@@ -360,8 +348,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
     except AmbiguousCellError as exc:
         print(f"[plots] error: {exc}", file=sys.stderr)
         sys.exit(2)
-    from analysis import inference  # the frontier, when runs recorded inference rows
-
     paths += inference.render_plots(select(frame, args.experiment), out)
     print(f"[plots] wrote {len(paths)} files to {out}")
     return paths

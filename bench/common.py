@@ -118,7 +118,7 @@ def clock_name(cfg: BenchConfig) -> str:
 
 def now(cfg: BenchConfig):
     """A zero-argument clock for ``cfg`` (synchronising CUDA first)."""
-    from twossp.evaluation.efficiency import cpu_clock
+    from twossp.evaluation.costs import cpu_clock
 
     device, _ = resolve(cfg)
     read = cpu_clock(clock_name(cfg))
@@ -198,12 +198,16 @@ def calibration(cfg: BenchConfig, tokenizer, vocab: int) -> tuple[torch.Tensor, 
 
 
 def eval_tokens(cfg: BenchConfig, tokenizer, vocab: int) -> tuple[torch.Tensor, str]:
-    """A token stream of ``eval_windows`` windows: WikiText-2 test when available."""
+    """A token stream of ``eval_windows`` windows: the start of WikiText-2 test as every run
+    scores it (:func:`twossp.data.token_stream`) when the offline copy exists, else random
+    ids below ``vocab`` (seeded)."""
     need = cfg.eval_windows * cfg.eval_seqlen
     wiki = TEXT / "wikitext2_raw_test.txt"
     if tokenizer is not None and wiki.exists():
-        text = "\n\n".join(line for line in wiki.read_text().splitlines() if line.strip())
-        ids = tokenizer(text[: need * 8], return_tensors="pt").input_ids.reshape(-1)
+        from twossp.data import TextDataset, token_stream
+
+        ds = TextDataset(name="wikitext2", local_path=str(wiki), split="test", join="\n\n")
+        ids, _ = token_stream(tokenizer, ds, cfg.eval_seqlen)
         if ids.numel() >= need:
             return ids[:need], "WikiText-2 test"
     g = torch.Generator().manual_seed(1)

@@ -6,8 +6,9 @@ The shape is Llama-2-7B's (32 blocks, hidden 4096, FFN 11008, 32 heads, vocabula
 the budgets are the 2SSP authors': 32 calibration windows of 2048 tokens for stage 1, the first
 one for stage 2, 37.5% sparsity, bfloat16. The weights and the calibration tokens are random,
 so the figures are costs, not quality: which neurons and attention modules go says nothing.
-The stages are timed by :meth:`twossp.methods.twossp.TwoSSP.prune_timed` on a clock that
-synchronises the GPU; the peak covers building the model and pruning it.
+The stages are timed through the method's own stage hook (``PruneContext.on_stage``, see
+:func:`timed_prune`) on a clock that synchronises the GPU; the peak covers building the model
+and pruning it.
 
 Inference (unless ``--no-inference``), through :func:`twossp.evaluation.inference.measure`
 as every run measures it: prefill latency of the first calibration window (10 warm-up then 10
@@ -25,10 +26,13 @@ Usage: ``python -m bench.gpu_llama7b --out result.json`` (``--tiny`` for the CPU
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
 import logging
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -43,6 +47,7 @@ from twossp.evaluation.runtime import track_peak_memory
 from twossp.methods import PruneContext
 from twossp.methods.twossp import TwoSSP
 from twossp.modeling import count_params
+from twossp.plan import PrunePlan
 
 log = logging.getLogger(__name__)
 BASELINES = ("shortgpt", "slicegpt")
@@ -76,6 +81,31 @@ def build(shape: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
     return model
 
 
+class StageClock:
+    """Seconds of each stage a method runs inside ``PruneContext.stage``, read off ``clock``
+    on entering and leaving it; pass it as the context's ``on_stage``."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        yield
+        self.seconds[name] = self.clock() - start
+
+
+def timed_prune(
+    model, ctx: PruneContext, clock: Callable[[], float] = time.perf_counter
+) -> tuple[PrunePlan, dict[str, float]]:
+    """2SSP's prune of ``model`` under ``ctx`` with its stages timed on ``clock`` (one that
+    synchronises the GPU for CUDA work): the plan and ``{"stage1": s, "stage2": s}``."""
+    stages = StageClock(clock)
+    plan = TwoSSP().prune(model, dataclasses.replace(ctx, on_stage=stages))
+    return plan, stages.seconds
+
+
 def run(
     shape: dict,
     device: str,
@@ -98,7 +128,7 @@ def run(
         build_seconds = tick() - t0
         params_before = count_params(model)
         ctx = PruneContext(sparsity, calibration, seed=0, progress=True)
-        plan, (stage1, stage2) = TwoSSP().prune_timed(model, ctx, clock=tick)
+        plan, seconds = timed_prune(model, ctx, clock=tick)
     result = {
         "shape": shape,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -107,8 +137,8 @@ def run(
         "calibration": [windows, seqlen],
         "sparsity": sparsity,
         "build_seconds": build_seconds,
-        "stage1_seconds": stage1,
-        "stage2_seconds": stage2,
+        "stage1_seconds": seconds["stage1"],
+        "stage2_seconds": seconds["stage2"],
         "n_attn": plan.info["n_attn"],
         "ffn_keep": plan.info["ffn_keep"],
         "attention_removed": plan.info["attention_order"],

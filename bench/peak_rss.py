@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from twossp.evaluation.efficiency import weight_bytes
+    from twossp.evaluation.costs import weight_bytes
     from twossp.evaluation.runtime import track_peak_memory
     from twossp.methods import PruneContext, build_method
     from twossp.modeling import ModelSpec, load_model

@@ -25,16 +25,11 @@ import torch
 from torch import nn
 
 from bench.common import ROOT, BenchConfig, clock_name, deep_model, now, resolve
+from bench.flops import forward_flops
 from twossp import sparsity as sp
 from twossp.adapters import get_adapter
 from twossp.devices import input_device
-from twossp.evaluation.efficiency import (
-    forward_flops,
-    forward_fn,
-    peak_call_memory,
-    time_interleaved,
-    weight_bytes,
-)
+from twossp.evaluation.costs import forward_fn, peak_call_memory, time_interleaved, weight_bytes
 from twossp.evaluation.perplexity import perplexity, windows
 from twossp.methods import METHODS, PruneContext, build_method
 from twossp.modeling import count_params

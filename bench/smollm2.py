@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from bench.common import ROOT, SHARED, BenchConfig, clock_name, now
-from twossp.evaluation.efficiency import forward_flops, time_interleaved
+from bench.flops import forward_flops
+from twossp.evaluation.costs import time_interleaved
 from twossp.evaluation.perplexity import perplexity
 
 log = logging.getLogger("bench")

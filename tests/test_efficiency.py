@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.flops import forward_flops
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.devices import execution_device, input_device
-from twossp.evaluation import efficiency as eff
+from twossp.evaluation import costs
 from twossp.evaluation import runtime as rt
 from twossp.forward import run_blocks
 from twossp.methods import PruneContext, build_method
@@ -41,22 +42,22 @@ def _counted_flops(model, ids) -> int:
 def test_flops_match_torch_counter(family):
     model = tiny_model(family, n_blocks=3)
     ids = torch.randint(3, 128, (2, 24))
-    assert eff.forward_flops(model, 2, 24, causal=False).total == _counted_flops(model, ids)
+    assert forward_flops(model, 2, 24, causal=False).total == _counted_flops(model, ids)
 
 
 def test_flops_follow_surgery():
     model = tiny_model("llama", n_blocks=4)
     adapter = get_adapter(model)
-    dense = eff.forward_flops(model, 1, 32)
+    dense = forward_flops(model, 1, 32)
     remove_attention(adapter, 1)
     adapter.keep_ffn_neurons(2, torch.arange(40))
     remove_blocks(adapter, [3])
-    pruned = eff.forward_flops(model, 1, 32, causal=False)
+    pruned = forward_flops(model, 1, 32, causal=False)
     assert pruned.total == _counted_flops(model, torch.randint(3, 128, (1, 32)))
-    assert eff.forward_flops(model, 1, 32).attention == pytest.approx(dense.attention * 2 / 4)
+    assert forward_flops(model, 1, 32).attention == pytest.approx(dense.attention * 2 / 4)
     # causal attention does L(L+1)/2 of the L^2 score entries
     assert dense.attention == pytest.approx(
-        eff.forward_flops(tiny_model("llama", n_blocks=4), 1, 32, causal=False).attention
+        forward_flops(tiny_model("llama", n_blocks=4), 1, 32, causal=False).attention
         * (32 * 33 / 2)
         / 32**2
     )
@@ -67,17 +68,17 @@ def test_flops_of_rotated_model_count_shortcuts():
     calib = torch.randint(3, 128, (4, 32), generator=torch.Generator().manual_seed(0))
     build_method("slicegpt").prune(model, PruneContext(0.25, calib, progress=False))
     ids = torch.randint(3, 128, (1, 16))
-    assert eff.forward_flops(model, 1, 16, causal=False).total == _counted_flops(model, ids)
+    assert forward_flops(model, 1, 16, causal=False).total == _counted_flops(model, ids)
 
 
 def test_weight_bytes_count_tied_once():
     model = tiny_model("llama", n_blocks=2, dtype=torch.bfloat16)
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    assert eff.weight_bytes(model) == params * 2 + buffers
+    assert costs.weight_bytes(model) == params * 2 + buffers
     model.lm_head.weight = model.model.embed_tokens.weight  # tie
     assert count_params(model) == params - model.lm_head.weight.numel()
-    assert eff.weight_bytes(model) == count_params(model) * 2 + buffers
+    assert costs.weight_bytes(model) == count_params(model) * 2 + buffers
 
 
 def test_cpu_peak_memory_sees_allocations():
@@ -88,15 +89,15 @@ def test_cpu_peak_memory_sees_allocations():
         y = x * 2  # both alive: 2 n bytes
         return y.sum()
 
-    peak = eff.peak_call_memory(alloc, "cpu")
+    peak = costs.peak_call_memory(alloc, "cpu")
     assert 2 * n <= peak < 2 * n + 2**16
-    assert eff.peak_call_memory(lambda: None, "cpu") < 2**12
+    assert costs.peak_call_memory(lambda: None, "cpu") < 2**12
 
 
 def test_activation_estimate_bounds_measured_peak():
     model = tiny_model("llama", n_blocks=2, hidden=64, intermediate=160, vocab=512, context=512)
     ids = torch.randint(3, 512, (1, 256))
-    measured = eff.peak_call_memory(eff.forward_fn(model, ids), "cpu")
+    measured = costs.peak_call_memory(costs.forward_fn(model, ids), "cpu")
     estimate = rt.activation_bytes_per_sample(model, 256)
     assert measured <= estimate < 8 * measured
 
@@ -118,12 +119,12 @@ def test_auto_batch_size():
 def test_time_interleaved_rotates_and_takes_medians():
     calls: list[str] = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    timing = eff.time_interleaved(fns, "cpu", warmup=1, repeats=3)
+    timing = costs.time_interleaved(fns, "cpu", warmup=1, repeats=3)
     assert calls[:3] == ["a", "b", "c"]  # warm-up
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t.times) == 3 and t.median >= 0 for t in timing.values())
     with pytest.raises(ValueError, match="repeats >= 1"):
-        eff.time_interleaved({"a": lambda: None}, repeats=0)
+        costs.time_interleaved({"a": lambda: None}, repeats=0)
 
 
 def test_peak_tracking_is_cuda_only_off_gpu():
@@ -211,13 +212,13 @@ def test_offloaded_blocks_score_and_evaluate_like_resident_ones(tmp_path):
 def test_cuda_timing_and_memory():
     model = tiny_model("llama", n_blocks=2).cuda()
     ids = torch.randint(3, 128, (1, 64))
-    fn = eff.forward_fn(model, ids)
-    assert eff.time_interleaved({"f": fn}, "cuda", warmup=1, repeats=2)["f"].median > 0
+    fn = costs.forward_fn(model, ids)
+    assert costs.time_interleaved({"f": fn}, "cuda", warmup=1, repeats=2)["f"].median > 0
     logits_bytes = 64 * 128 * 4
-    assert eff.peak_call_memory(fn, "cuda") >= logits_bytes
+    assert costs.peak_call_memory(fn, "cuda") >= logits_bytes
     with rt.track_peak_memory() as peak:
         fn()
-    assert peak.peak_bytes >= eff.weight_bytes(model)
+    assert peak.peak_bytes >= costs.weight_bytes(model)
     assert 1 <= rt.auto_batch_size(model, 64) <= 64
 
 

@@ -15,19 +15,40 @@ from twossp.methods.twossp import TwoSSP
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_timed_stages_prune_as_the_method_does():
+def test_timed_stages_prune_as_the_method_does(monkeypatch):
+    """Each stage's seconds are what the clock reads across that stage's work, and timing
+    changes nothing: the plan and weights equal a plain prune with no clock given."""
+    from twossp.methods import twossp as method_module
+
+    now = [0.0]  # a fake clock each stage advances by a known, distinct amount
+
+    def advancing(work, seconds):
+        def run(*args, **kwargs):
+            out = work(*args, **kwargs)
+            now[0] += seconds
+            return out
+
+        return run
+
+    monkeypatch.setattr(method_module, "prune_ffn", advancing(method_module.prune_ffn, 3.0))
+    monkeypatch.setattr(
+        method_module, "stage2_attention", advancing(method_module.stage2_attention, 5.0)
+    )
     cpu = torch.device("cpu")
     calib = torch.randint(
         3, g.TINY["vocab_size"], (4, 32), generator=torch.Generator().manual_seed(1)
     )
     ctx = PruneContext(0.375, calib, seed=0, progress=False)
     timed_model = g.build(g.TINY, cpu, torch.float32)
-    timed, seconds = TwoSSP().prune_timed(timed_model, ctx)
+    timed, seconds = g.timed_prune(timed_model, ctx, clock=lambda: now[0])
+    assert seconds == {"stage1": 3.0, "stage2": 5.0}
     reference = g.build(g.TINY, cpu, torch.float32)
+    budget = TwoSSP().budget(reference, ctx.sparsity)
     plan = TwoSSP().prune(reference, ctx)
-    assert timed.info["attention_order"] == plan.info["attention_order"]
-    assert timed.ffn_keep == plan.ffn_keep and timed.to_json() == plan.to_json()
-    assert seconds[0] > 0 and seconds[1] > 0
+    assert now[0] == 16.0  # the plain prune ran the same two stages, untimed
+    assert len(timed.attention) == budget.n_attn >= 1
+    assert {len(k) for k in timed.ffn_keep.values()} == {budget.ffn_keep}
+    assert timed.to_json() == plan.to_json()
     ours, theirs = timed_model.state_dict(), reference.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -20,7 +20,7 @@ weight bytes and the prefill's peak memory, as typed result rows with units.
 - **Weight bytes**: every parameter and buffer, each storage once.
 - **Prefill peak memory**, above what was allocated before the call (activations, logits,
   workspaces): on CUDA ``max_memory_allocated`` after a reset, on CPU the allocator events
-  of one profiled call replayed in order (:func:`twossp.evaluation.efficiency.peak_call_memory`,
+  of one profiled call replayed in order (:func:`twossp.evaluation.costs.peak_call_memory`,
   tensors only, no RSS). The variant names which.
 
 Every row carries the device (and its name: the GPU's, or the CPU model from
@@ -42,7 +42,7 @@ from torch import nn
 
 from twossp.adapters import get_adapter
 from twossp.devices import input_device
-from twossp.evaluation.efficiency import (
+from twossp.evaluation.costs import (
     forward_fn,
     peak_call_memory,
     time_interleaved,

@@ -2,7 +2,7 @@
 
 - **Peak memory** of a code region (:func:`track_peak_memory`): ``max_memory_allocated`` on
   every visible CUDA device after a reset; nothing off CUDA (the bench measures CPU peaks
-  with :func:`twossp.evaluation.efficiency.peak_call_memory`).
+  with :func:`twossp.evaluation.costs.peak_call_memory`).
 - **Batch size** ``auto``: on CUDA the largest batch whose estimated activation memory fits in
   a fraction of the free memory; on CPU a fixed default (8). :func:`parse_batch_size` checks a
   setting without a model (before any weights load).

@@ -1,0 +1,296 @@
+"""The paper's tables, built from merged result rows; each refuses to guess.
+
+- :func:`perplexity_table` (``table1_ppl``, Table 1): rows model x protocol x method (the
+  protocols of one model are adjacent row groups), columns sparsity x dataset. The dense
+  model is one run per model and protocol, its values repeated under each sparsity, and is
+  never "best".
+- :func:`achieved_table` (``achieved_sparsity``): the fraction of decoder-block parameters
+  each method actually removed, per target sparsity (3 decimals): block methods overshoot
+  under the paper's protocol, SliceGPT undershoots.
+- :func:`downstream_table` (``table2_downstream``, Table 2): accuracy (percent) per task and
+  their mean at 37.5%.
+- :func:`time_table` (``pruning_time``): seconds in ``method.prune`` per target sparsity.
+
+Each takes one experiment's rows (:func:`analysis.cells.select`) and needs one configuration
+per cell (:func:`analysis.cells.unique_cells` raises :class:`AmbiguousCellError` otherwise).
+Perplexity cells show their 95% interval, accuracy cells lm-eval's standard error; bold and
+tied marks follow :mod:`analysis.intervals`. ``(paper)`` columns appear only when the
+published numbers (:mod:`analysis.published`) hold one for some cell; the notes come from
+:mod:`analysis.captions`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import intervals
+from analysis.captions import (
+    achieved_note,
+    calib_note,
+    context_notes,
+    limit_notes,
+    runs_note,
+    smoke_note,
+    threads_note,
+)
+from analysis.cells import (
+    DENSE,
+    AmbiguousCellError,
+    combined_note,
+    select,
+    sparsity_label,
+    unique_cells,
+    with_sparsity,
+)
+from analysis.order import PPL_DATASETS, ROW_KEY, TASKS, ordered, row_index
+from analysis.published import load_published, paper_values
+from analysis.render import OURS, PAPER, Table
+
+# --- a Table's frames from {(row, col): value} cells -------------------------------------
+
+
+def frame_of(cells: dict, index: list[tuple], cols: list[tuple], names: list[str]):
+    if not index or not cols:
+        return pd.DataFrame(dtype=float)
+    data = [[cells.get((r, c), float("nan")) for c in cols] for r in index]
+    return pd.DataFrame(
+        data,
+        index=pd.MultiIndex.from_tuples(index, names=names),
+        columns=pd.MultiIndex.from_tuples(cols),
+        dtype=float,
+    )
+
+
+def with_paper(ours: dict, paper: dict, index, base_cols, names) -> pd.DataFrame:
+    """Our values under ``(*col, "ours")``; ``(*col, "paper")`` siblings only when ``paper``
+    holds at least one number."""
+    cells = {(r, (*c, OURS)): v for (r, c), v in ours.items()}
+    cells.update({(r, (*c, PAPER)): v for (r, c), v in paper.items()})
+    sources = (OURS, PAPER) if paper else (OURS,)
+    cols = [(*c, s) for c in base_cols for s in sources]
+    return frame_of(cells, index, cols, names)
+
+
+def frame_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """A frame shaped like ``values`` holding ``cells`` (``{(row, col): value}``, ``col``
+    without the ``ours`` level) under the ``ours`` columns, NaN elsewhere."""
+    out = pd.DataFrame(np.nan, index=values.index, columns=values.columns, dtype=float)
+    for (row, col), v in cells.items():
+        key = (*col, OURS)
+        if row in out.index and key in out.columns:
+            out.loc[row, key] = v
+    return out
+
+
+def text_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Like :func:`frame_like` for preformatted text (empty where not given)."""
+    out = pd.DataFrame("", index=values.index, columns=values.columns, dtype=object)
+    for (row, col), v in cells.items():
+        key = (*col, OURS)
+        if row in out.index and key in out.columns:
+            out.loc[row, key] = v
+    return out
+
+
+# --- the tables ---------------------------------------------------------------------------
+
+
+def _metric_rows(frame: pd.DataFrame, experiment: str | None, metric: str) -> pd.DataFrame:
+    rows = select(frame, experiment)
+    return with_sparsity(rows[rows["metric"] == metric])
+
+
+def perplexity_table(
+    frame: pd.DataFrame,
+    datasets=None,
+    sparsities=None,
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
+    """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns; each
+    value with its 95% interval where the row has one."""
+    name = "table1_ppl"
+    rows = _metric_rows(frame, experiment, "ppl")
+    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    combined = combined_note(rows)
+    rows = intervals.with_bounds(rows)
+    datasets = list(datasets or ordered(rows["dataset"], PPL_DATASETS))
+    pruned = rows[rows["method"] != DENSE]
+    sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
+    index = row_index(rows)
+    ours, low, high, text = {}, {}, {}, {}
+    for r in rows[[*ROW_KEY, "sparsity", "dataset", "value", "lo", "hi"]].itertuples(index=False):
+        for s in sparsities if r.method == DENSE else [r.sparsity]:
+            if s in sparsities and r.dataset in datasets:
+                key = ((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))
+                ours[key], low[key], high[key] = r.value, r.lo, r.hi
+                text[key] = intervals.interval_text(r.value, r.lo, r.hi)
+    base = [(sparsity_label(s), d) for s in sparsities for d in datasets]
+    points = {(sparsity_label(s), d): (s, "ppl", d) for s in sparsities for d in datasets}
+    pub = load_published() if published is None else published
+    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), True)
+    has = rows["lo"].notna().any()
+    how = "[low, high]: the 95% interval recorded with each row" if has else None
+    notes = [
+        f"Perplexity (lower is better); {intervals.marks_note(how, bool(tied.any().any()))} "
+        "Dense: the unpruned model (one run), repeated under each sparsity."
+    ]
+    notes += [n for n in (achieved_note(rows), combined) if n] + context_notes(rows)
+    table_text = text_like(values, text) if has else None
+    return Table(name, "Table 1: perplexity", values, best, 2, notes, table_text, tied)
+
+
+def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str):
+    """One value per pruning run: ``(runs, sparsities, row index, {(row, (label,)): value})``
+    for a table of ``column`` by (model, protocol, method) and target sparsity."""
+    rows = with_sparsity(select(frame, experiment))
+    runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
+    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name, variant=False)
+    cells = {
+        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): getattr(r, column)
+        for r in runs[[*ROW_KEY, "sparsity", column]].itertuples(index=False)
+    }
+    return runs, sorted(runs["sparsity"].unique()), row_index(runs), cells
+
+
+def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
+    """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
+    name = "achieved_sparsity"
+    _, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity")
+    sparsities = list(sparsities or found)
+    values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], ROW_KEY)
+    notes = [
+        "Fraction of decoder-block parameters removed, per target sparsity (columns). "
+        "Each protocol has its own budget rule: under protocol=paper block-granular methods "
+        "remove whole blocks (overshooting the target) and SliceGPT slices the embedding "
+        "dimension (undershooting it); protocol=matched takes the nearest reachable budget."
+    ]
+    return Table(name, "Achieved sparsity", values, None, 3, notes)
+
+
+def downstream_table(
+    frame: pd.DataFrame,
+    sparsity: float = 0.375,
+    tasks=None,
+    metric: str = "acc",
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
+    """Table 2: accuracy (percent) per task and their mean at one sparsity, ± lm-eval's
+    standard error where recorded."""
+    name = "table2_downstream"
+    rows = _metric_rows(frame, experiment, metric)
+    rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
+    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    combined = combined_note(rows)
+    rows = intervals.with_bounds(rows)
+    tasks = list(tasks or ordered(rows["dataset"], TASKS))
+    index = row_index(rows)
+    ours, errors = {}, {}
+    for r in rows[[*ROW_KEY, "dataset", "value", "se"]].itertuples(index=False):
+        if r.dataset in tasks:
+            key = ((r.model, r.protocol, r.method), (r.dataset,))
+            ours[key], errors[key] = 100 * r.value, 100 * r.se
+    pub = load_published() if published is None else published
+    paper = paper_values(pub, index, {(t,): (sparsity, metric, t) for t in tasks})
+    paper = {k: 100 * v for k, v in paper.items()}
+    for cells in (ours, paper):
+        for row in index:
+            got = [cells.get((row, (t,)), float("nan")) for t in tasks]
+            if tasks and not np.isnan(got).any():
+                cells[(row, ("avg",))] = float(np.mean(got))
+                if cells is ours:
+                    errors[(row, ("avg",))] = intervals.mean_stderr(
+                        errors[(row, (t,))] for t in tasks
+                    )
+    values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], ROW_KEY)
+    z = intervals.Z95
+    low = {k: max(ours[k] - z * se, 0.0) for k, se in errors.items()}
+    high = {k: min(ours[k] + z * se, 100.0) for k, se in errors.items()}
+    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), False)
+    has = any(not np.isnan(se) for se in errors.values())
+    text = {k: intervals.stderr_text(ours[k], se) for k, se in errors.items()}
+    how = (
+        "± lm-eval's standard error (avg: sqrt(sum se^2) / tasks), 95% interval ± 1.96 se"
+        if has
+        else None
+    )
+    notes = [
+        f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
+        "better); avg = mean over the tasks, shown when all are present; "
+        + intervals.marks_note(how, bool(tied.any().any()))
+    ]
+    notes += smoke_note(rows) + limit_notes(rows)
+    notes += [n for n in (combined, calib_note(rows), runs_note(rows)) if n]
+    return Table(
+        name,
+        f"Table 2: downstream accuracy at {sparsity_label(sparsity)} sparsity",
+        values,
+        best,
+        2,
+        notes,
+        text_like(values, text) if has else None,
+        tied,
+    )
+
+
+def time_table(
+    frame: pd.DataFrame,
+    sparsities=None,
+    published: pd.DataFrame | None = None,
+    experiment: str | None = None,
+) -> Table:
+    """Pruning time in seconds per (model, protocol, method) and target sparsity."""
+    name = "pruning_time"
+    runs, found, index, ours = per_run(frame, experiment, name, "prune_seconds")
+    sparsities = list(sparsities or found)
+    points = {(sparsity_label(s),): (s, "prune_seconds", "") for s in sparsities}
+    pub = load_published() if published is None else published
+    base = [(sparsity_label(s),) for s in sparsities]
+    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    notes = [
+        "Wall-clock seconds in method.prune (lower is better), calibration loading and "
+        "evaluation excluded; compare only runs on the same hardware."
+    ] + [n for n in (runs_note(runs),) if n]
+    notes += threads_note(runs)
+    best, tied = intervals.marks(values, None, None, True)
+    if tied.any().any():
+        notes[0] += f" {intervals.TIE_MARK}: equal fastest times."
+    return Table(name, "Pruning time (seconds)", values, best, 2, notes, None, tied)
+
+
+def all_tables(
+    frame: pd.DataFrame,
+    experiment: str | None = None,
+    published: pd.DataFrame | None = None,
+    skipped: list[str] | None = None,
+) -> list[Table]:
+    """Every generic table that has rows. A table whose cells are ambiguous raises, unless
+    ``skipped`` is given: then its error message is appended there and it is left out (used
+    when an ablation view renders the same rows)."""
+    pub = load_published() if published is None else published
+    rows = select(frame, experiment)
+    has = set(rows["metric"].dropna())
+    builders = []
+    if "ppl" in has:
+        builders.append(lambda: perplexity_table(rows, published=pub))
+    if len(rows):
+        builders.append(lambda: achieved_table(rows))
+    if "acc" in has:
+        builders.append(lambda: downstream_table(rows, published=pub))
+    if len(rows):
+        builders.append(lambda: time_table(rows, published=pub))
+    tables = []
+    for build in builders:
+        try:
+            table = build()
+        except AmbiguousCellError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
+        if table.values.size:
+            tables.append(table)
+    return tables

@@ -1,0 +1,45 @@
+"""The order in which tables and plots list models, protocols, methods, datasets and tasks.
+
+Methods come in the method registry's order (:func:`twossp.methods.method_names`: dense,
+2SSP, then the baselines as the paper lists them), the one list the experiment grids use too.
+Other known keys come in the paper's order; keys a list does not know follow, sorted, so a new
+model appears without being added here (a row the order does not know is never dropped).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from twossp.methods import method_names
+
+METHOD_ORDER = tuple(method_names())
+MODEL_ORDER = ("llama2_7b", "mistral_7b", "qwen2_5_7b", "phi3_medium")
+PROTOCOL_ORDER = ("paper", "matched", "unrecorded")
+PPL_DATASETS = ("wikitext2", "c4", "fineweb_edu", "ptb")
+TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
+ROW_KEY = ["model", "protocol", "method"]
+
+
+def ordered(values, preferred) -> list:
+    """The distinct strings of ``values``: those in ``preferred`` in its order, then the
+    others sorted (non-strings are dropped)."""
+    values = [v for v in dict.fromkeys(values) if isinstance(v, str)]
+    return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
+
+
+def row_index(rows: pd.DataFrame, key: list[str] = ROW_KEY) -> list[tuple]:
+    """Row labels of ``key`` in the paper's order (models, protocols, methods)."""
+    orders = {"model": MODEL_ORDER, "protocol": PROTOCOL_ORDER, "method": METHOD_ORDER}
+    combos = rows[key].drop_duplicates()
+
+    def rank(col, v):
+        if col in orders:
+            pref = orders[col]
+            return (pref.index(v), "") if v in pref else (len(pref), str(v))
+        return (0, v) if not isinstance(v, str) else (1, v)
+
+    order = sorted(
+        combos.itertuples(index=False, name=None),
+        key=lambda t: tuple(rank(c, v) for c, v in zip(key, t, strict=True)),
+    )
+    return list(order)
