@@ -4,7 +4,8 @@
     python experiments/run.py -m method=twossp,dense sparsity=0.25,0.375,0.5
     python experiments/run.py experiment=cpu_demo        # an experiment overlay is a sweep
 
-Library code never sees the Hydra config; everything it needs is converted here. A user error
+Library code never sees the Hydra config; :func:`twossp.config.to_run_spec` converts what it
+needs (the resuming sweeper hashes points with the same function). A user error
 (bad setting, missing data, unreachable sparsity, a missing device or cluster, ...) prints one
 line naming the cause and exits with status 2; Ctrl-C prints one line and exits with 130;
 ``TWOSSP_DEBUG=1`` shows the traceback instead.
@@ -22,175 +23,30 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from twossp.logs import exit_on_interrupt, exit_on_user_error, show_progress
+# The config -> RunSpec conversion lives in the package (the sweeper uses it too); its names
+# are re-exported here for the tools and tests that import them from this script.
+from twossp.config import (  # noqa: F401
+    _inference,
+    model_keys,
+    model_spec,
+    model_spec_of_key,
+    register_method_schemas,
+    register_resolvers,
+    to_run_spec,
+)
+from twossp.logs import exit_on_interrupt, exit_on_user_error
+
+if TYPE_CHECKING:
+    from twossp.run_spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Start-up imports torch once, for the method classes whose settings Hydra composes against
-# (register_method_schemas); transformers, pandas and the rest load where a run is built.
-if TYPE_CHECKING:
-    from twossp.data import TextDataset
-    from twossp.evaluation.downstream import DownstreamSpec
-    from twossp.pipeline import RunSpec
-
 log = logging.getLogger("twossp")
 
-# Model config keys that are not ModelSpec fields (read by other config groups).
-_MODEL_EXTRAS = ("key", "evopress_pool_seqlen")
-
-
-def _local_or_null(path: str):
-    return path if Path(path).expanduser().exists() else None
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("twossp_root"):
-        OmegaConf.register_new_resolver("twossp_root", lambda: str(ROOT))
-    if not OmegaConf.has_resolver("twossp_local"):
-        OmegaConf.register_new_resolver("twossp_local", _local_or_null)
-
-
-def register_method_schemas() -> None:
-    """Every method's settings dataclass as the Hydra schema ``method/<name>_schema``, so a
-    ``conf/method/<name>.yaml`` holds only what differs from the dataclass defaults and a
-    mistyped or ill-typed setting fails at composition."""
-    from hydra.core.config_store import ConfigStore
-
-    from twossp.methods.registry import METHODS, settings_schema
-
-    store = ConfigStore.instance()
-    for name in METHODS:
-        store.store(group="method", name=f"{name}_schema", node=settings_schema(name))
-
-
+# Start-up imports torch once, for the method classes whose settings Hydra composes against
+# (register_method_schemas); transformers, pandas and the rest load where a run is built.
 register_resolvers()
 register_method_schemas()
-
-
-def _dataset(name: str, node) -> TextDataset:
-    from twossp.data import TextDataset
-
-    fields = OmegaConf.to_container(node, resolve=True)
-    return TextDataset(name=fields.pop("name", name), **fields)
-
-
-def _downstream(node) -> DownstreamSpec | None:
-    if not node:
-        return None
-    from twossp.evaluation.downstream import spec_from_dict
-
-    return spec_from_dict(OmegaConf.to_container(node, resolve=True))
-
-
-def _inference(node):
-    """eval.inference (a switch) with its settings, eval.inference_settings; None when off."""
-    if not node.get("inference", False):
-        return None
-    from twossp.evaluation.inference import InferenceSpec
-
-    settings = node.get("inference_settings")
-    return InferenceSpec.from_dict(
-        OmegaConf.to_container(settings, resolve=True) if settings else None
-    )
-
-
-def _number(cfg: DictConfig, key: str, kind: type = float):
-    """Setting ``key`` as a ``kind`` (float or int), refused by name (``sparsity=abc``)."""
-    value = OmegaConf.select(cfg, key)
-    what = "an integer" if kind is int else "a number"
-    try:
-        number = kind(value)
-        if isinstance(value, bool) or (kind is int and number != float(value)):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {what}, got {value!r}") from None
-    return number
-
-
-def _threads(cfg: DictConfig) -> int | None:
-    if cfg.get("threads") is None:
-        return None
-    threads = _number(cfg, "threads", int)
-    if threads < 1:
-        raise ValueError(f"threads must be a positive integer or null, got {threads}")
-    return threads
-
-
-def model_spec(cfg: DictConfig):
-    """``(key, ModelSpec)`` of a composed config's ``model`` group."""
-    from twossp.modeling import ModelSpec
-
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    key = model["key"]
-    for extra in _MODEL_EXTRAS:
-        model.pop(extra, None)
-    return key, ModelSpec(**model)
-
-
-def model_keys() -> list[str]:
-    """The model config keys ``model=<key>`` accepts (``conf/model/<key>.yaml``)."""
-    return sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-
-
-def model_spec_of_key(key: str):
-    """The ModelSpec ``model=<key>`` gives a run (paths and environment resolved the same
-    way), for tools that take a model by its key (``python -m twossp.export --model``)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={key}"])
-    return model_spec(cfg)[1]
-
-
-def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
-    """Convert a composed config into the typed arguments of :func:`twossp.pipeline.run`."""
-    from twossp.data import CalibrationSpec
-    from twossp.pipeline import EvalSpec, RunSpec
-
-    unknown = [n for n in cfg.eval.use if n not in cfg.eval.datasets]
-    if unknown:
-        raise ValueError(
-            f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}"
-        )
-    sparsity, seed = _number(cfg, "sparsity"), _number(cfg, "seed", int)  # named when bad
-    key, model = model_spec(cfg)
-    method = OmegaConf.to_container(cfg.method, resolve=True)
-    name = method.pop("name")
-    calib = CalibrationSpec(
-        dataset=_dataset("c4_train", cfg.calib.dataset),
-        n_samples=_number(cfg, "calib.n_samples", int),
-        seqlen=_number(cfg, "calib.seqlen", int),
-        seed=_number(cfg, "calib.seed", int),
-        packing=str(cfg.calib.packing),
-    )
-    evaluation = EvalSpec(
-        datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
-        seqlen=_number(cfg, "eval.seqlen", int),
-        batch_size=cfg.eval.batch_size,  # int or "auto": checked in prepare
-        max_windows=None if cfg.eval.max_windows is None else _number(cfg, "eval.max_windows", int),
-        downstream=_downstream(cfg.eval.get("downstream")),
-        inference=_inference(cfg.eval),
-    )
-    spec = RunSpec(
-        model_key=key,
-        model=model,
-        method=name,
-        method_params=method,
-        sparsity=sparsity,
-        protocol=str(cfg.protocol.name),
-        calib=calib,
-        eval=evaluation,
-        results_dir=Path(cfg.paths.results_dir),
-        experiment=str(cfg.experiment_name),
-        seed=seed,
-        force=bool(cfg.force),
-        progress=show_progress(cfg.progress),  # bars on a terminal only
-        threads=_threads(cfg),
-        device_hint=device_hint,
-    )
-    if cfg.save_model:
-        spec.save_model_dir = Path(cfg.paths.models_dir) / spec.config_hash
-    return spec
 
 
 def make_tracker(cfg: DictConfig, spec: RunSpec):

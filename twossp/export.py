@@ -125,11 +125,9 @@ def base_model_spec(
     (``conf/model/<key>.yaml``, resolved as a run resolves it: offline copy, GGUF file, hub
     fallback), or a hub id."""
     if not Path(model).expanduser().exists():
-        try:
-            from experiments.run import model_keys, model_spec_of_key
-        except ImportError:  # an install without the experiments package: no keys
-            model_keys = None
-        keys = model_keys() if model_keys is not None else []
+        from twossp.config import model_keys, model_spec_of_key
+
+        keys = model_keys()  # none in an install without the config tree
         if model in keys:
             spec = model_spec_of_key(model)
             spec.device, spec.device_map = device, device_map

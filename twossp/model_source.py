@@ -18,6 +18,7 @@ seconds for SmolLM2-135M) are dequantized once and kept as a plain Hugging Face 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -93,9 +94,14 @@ def folder_fingerprint(folder: Path, gguf_file: str | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def hub_commit(repo: str, revision: str | None) -> str | None:
     """The commit ``revision`` of hub repo ``repo`` resolves to: from the HF cache when it
-    holds the repo's config, else from the hub (None when neither can say)."""
+    holds the repo's config, else from the hub (None when neither can say).
+
+    Asked once per process for each ``(repo, revision)``: a sweep hashes every point
+    (and each run records the commit again) without a hub round trip each time, and every
+    point of one sweep names the same commit even if the branch moves meanwhile."""
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo, "config.json", revision=revision)

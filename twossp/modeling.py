@@ -36,6 +36,7 @@ from twossp.devices import resolve_device, resolve_dtype
 from twossp.io import honour_umask
 from twossp.model_source import Source, config_source, dequantized_copy, hub_offline, resolve
 from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
+from twossp.remote.families import pruned_names
 from twossp.remote.pruned_modules import STRUCTURE_KEY
 from twossp.surgery import is_stock, rebuild_structure, structure_of
 
@@ -293,7 +294,7 @@ def save_pruned(
 def _write_custom_config(folder: Path, model_type: str, structure: dict) -> None:
     """Point ``config.json`` at the pruned classes and copy their files into ``folder``."""
     config_class = PRUNED_CONFIGS[model_type]
-    model_class = config_class.__name__.replace("Config", "ForCausalLM")
+    model_class = pruned_names(model_type)[1]
     config = json.loads((folder / "config.json").read_text())
     config.update(
         model_type=config_class.model_type,

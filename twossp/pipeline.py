@@ -7,9 +7,8 @@ data fetched), the downstream tasks' data. Only then does :func:`run` load the w
 prune, evaluate and write the run's file. A run whose result file exists (and reads back) is
 skipped unless ``force`` is set, so an interrupted sweep resumes where it stopped.
 
-A run's config hash covers everything that can change its numbers (:meth:`RunSpec.identity`):
-the model's identity (weight fingerprint or hub commit), the resolved dtype and device kind,
-the protocol, every method setting, the target sparsity, seed, calibration and evaluation.
+What a run is and what its config hash covers (:class:`RunSpec`) lives in
+:mod:`twossp.run_spec`, which the sweeper imports too; the names are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,15 +17,14 @@ import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from twossp import sparsity as sp
-from twossp.data import CalibrationSpec, TextDataset, calibration_samples, token_stream
-from twossp.devices import check_device, resolve_device, resolve_dtype, use_threads
+from twossp.data import CalibrationSpec, calibration_samples, token_stream
+from twossp.devices import check_device, use_threads
 from twossp.evaluation.perplexity import perplexity, windows
 from twossp.evaluation.runtime import (
     PeakMemory,
@@ -34,15 +32,13 @@ from twossp.evaluation.runtime import (
     resolve_batch_size,
     track_peak_memory,
 )
-from twossp.methods import PruneContext, PruningMethod, build_method
-from twossp.model_source import path_fingerprint
-from twossp.modeling import ModelSpec, check_model, load_model, load_tokenizer, save_pruned
+from twossp.methods import PruneContext, PruningMethod
+from twossp.modeling import check_model, load_model, load_tokenizer, save_pruned
 from twossp.results import (
     CorruptRunError,
     Metric,
     RunRecord,
     add_members,
-    config_hash,
     lm_eval_path,
     plan_path,
     read_run,
@@ -51,116 +47,10 @@ from twossp.results import (
     write_run,
 )
 
+# Re-exported: callers and tests import the run's spec from here too.
+from twossp.run_spec import EvalSpec, RunSpec  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalSpec:
-    """Perplexity evaluation (and, through ``downstream``, lm-eval tasks)."""
-
-    datasets: list[TextDataset] = field(default_factory=list)
-    seqlen: int = 2048
-    batch_size: int | str = 8  # or "auto": sized to free GPU memory (8 on CPU)
-    max_windows: int | None = None
-    downstream: object | None = None
-    # Inference costs of the evaluated model (eval.inference=true): an InferenceSpec, or None.
-    inference: object | None = None
-
-
-@dataclass
-class RunSpec:
-    """One configuration to run; built from the Hydra config by ``experiments/run.py``."""
-
-    model_key: str
-    model: ModelSpec
-    method: str
-    method_params: dict
-    sparsity: float
-    calib: CalibrationSpec
-    eval: EvalSpec
-    results_dir: Path
-    protocol: str = "paper"
-    experiment: str = "default"
-    seed: int = 0
-    force: bool = False
-    save_model_dir: Path | None = None
-    progress: bool = True
-    # Where the run will execute when it differs from here (a sweep submitted to GPU nodes).
-    device_hint: str | None = None
-    # CPU threads for torch (None: its default); recorded, not hashed (like the batch size).
-    threads: int | None = None
-
-    @cached_property
-    def built_method(self) -> PruningMethod:
-        return build_method(self.method, **self.method_params)
-
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.device_hint or self.model.device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return resolve_dtype(self.model.dtype, self.device)
-
-    def identity(self) -> dict:
-        """Everything that can change this run's numbers (and nothing else).
-
-        The method and calibration enter as the method reads them
-        (:meth:`PruningMethod.reading`, :meth:`PruningMethod.calibration_identity`): settings
-        that make the same computation (``calib.n_samples=32`` or ``256`` for 2SSP, which
-        reads 32) share a hash."""
-        method = self.built_method
-        if method.needs_calibration:
-            method = method.reading(self.calib.n_samples)
-        view = {
-            "model": {
-                **self.model.source().identity(),
-                "dtype": str(self.dtype).removeprefix("torch."),
-                "device": self.device.type,
-            },
-            "protocol": self.protocol,
-            "method": {"name": method.name, **dataclasses.asdict(method)},
-            "seed": self.seed,
-            "eval": {
-                "seqlen": self.eval.seqlen,
-                "max_windows": self.eval.max_windows,
-                "datasets": [_data_identity(d) for d in self.eval.datasets],
-                "downstream": _downstream_identity(self.eval.downstream),
-            },
-        }
-        if self.eval.inference is not None:  # only when on: hashes of runs without it stay
-            view["eval"]["inference"] = self.eval.inference.identity()
-        if method.uses_sparsity:
-            view["sparsity"] = float(self.sparsity)
-        if method.needs_calibration:
-            calib = method.calibration_identity(self.calib)
-            view["calib"] = {
-                **dataclasses.asdict(calib),
-                "dataset": _data_identity(calib.dataset),
-            }
-        return view
-
-    @cached_property
-    def config_hash(self) -> str:
-        return config_hash(self.identity())
-
-
-def _data_identity(ds: TextDataset) -> dict:
-    """A dataset's settings, a local copy named by the fingerprint of its contents."""
-    d = dataclasses.asdict(ds)
-    if ds.local_path and Path(ds.local_path).expanduser().exists():
-        d["local_path"] = path_fingerprint(Path(ds.local_path).expanduser())
-    return d
-
-
-def _downstream_identity(spec) -> dict | None:
-    if spec is None:
-        return None
-    d = dataclasses.asdict(spec)
-    d.pop("batch_size", None)
-    if d.get("local_dir"):
-        d["local_dir"] = Path(d["local_dir"]).name
-    return d
 
 
 @dataclass
@@ -180,7 +70,6 @@ class Prepared:
     tokenizer: object
     calib: CalibrationSpec | None
     calibration: torch.Tensor
-    streams: dict[str, torch.Tensor]
     eval_seqlen: int
     tasks: object = None  # downstream tasks with their data, when any
 
@@ -222,20 +111,18 @@ def prepare(spec: RunSpec) -> Prepared:
         calibration = calibration_samples(tokenizer, calib)
         if len(calibration) < calib.n_samples:
             method = _fewer_windows(method, calib, len(calibration))
-    streams = {}
-    for ds in spec.eval.datasets:
+    for ds in spec.eval.datasets:  # tokenized once: token_stream memoises what evaluate reads
         ids, _ = token_stream(tokenizer, ds, eval_seqlen)
         try:
             windows(ids, eval_seqlen, spec.eval.max_windows)
         except ValueError as exc:
             raise ValueError(f"dataset {ds.name!r}: {exc}") from None
-        streams[ds.name] = ids
     tasks = None
     if spec.eval.downstream is not None:
         from twossp.evaluation.downstream import prepare_tasks
 
         tasks = prepare_tasks(spec.eval.downstream)
-    return Prepared(method, target, tokenizer, calib, calibration, streams, eval_seqlen, tasks)
+    return Prepared(method, target, tokenizer, calib, calibration, eval_seqlen, tasks)
 
 
 def _reading(method: PruningMethod, n_windows: int) -> PruningMethod:
@@ -488,7 +375,11 @@ def inference_metrics(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
         return []
     from twossp.evaluation.inference import first_window, measure
 
-    window, source = first_window(ready.streams, ready.eval_seqlen, model.config.vocab_size)
+    streams = {
+        ds.name: token_stream(ready.tokenizer, ds, ready.eval_seqlen)[0]
+        for ds in spec.eval.datasets
+    }
+    window, source = first_window(streams, ready.eval_seqlen, model.config.vocab_size)
     return measure(model, window, spec.eval.inference, source)
 
 

@@ -1,23 +1,20 @@
 """Tiny randomly initialised models of every supported family, built from configs.
 
-Used by the tests and the benchmarks; nothing is downloaded.
+Used by the tests and the benchmarks; nothing is downloaded. The families are those of the
+family table (``twossp/remote/families.py``); each one's settings beyond the shared sizes are
+its adapter's ``tiny_configs``.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    Gemma2Config,
-    LlamaConfig,
-    MistralConfig,
-    Olmo2Config,
-    Phi3Config,
-    PhiConfig,
-    Qwen2Config,
-)
+import transformers
+from transformers import AutoModelForCausalLM, Qwen2Config
 
-FAMILIES = ("llama", "mistral", "qwen2", "phi3", "phi", "gemma2", "olmo2")
+from twossp.adapters import UnsupportedArchitectureError, adapter_class
+from twossp.remote.families import FAMILIES as _FAMILY_TABLE
+
+FAMILIES: tuple[str, ...] = tuple(_FAMILY_TABLE)
 
 
 def tiny_config(
@@ -28,7 +25,15 @@ def tiny_config(
     vocab: int = 128,
     context: int = 256,
 ):
-    common = dict(
+    """The stock config of a tiny ``family`` model (4 heads, untied embeddings).
+
+    Raises:
+        ValueError: ``family`` is not in :data:`FAMILIES`, or its adapter gives it no
+            tiny settings.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    shared = dict(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=intermediate,
@@ -39,30 +44,15 @@ def tiny_config(
         bos_token_id=1,
         eos_token_id=2,
     )
-    if family == "llama":
-        return LlamaConfig(num_key_value_heads=2, **common)
-    if family == "mistral":
-        return MistralConfig(num_key_value_heads=2, sliding_window=None, **common)
-    if family == "qwen2":
-        return Qwen2Config(num_key_value_heads=2, **common)
-    if family == "phi3":
-        return Phi3Config(num_key_value_heads=4, pad_token_id=0, **common)
-    if family == "phi":
-        return PhiConfig(num_key_value_heads=4, partial_rotary_factor=0.5, **common)
-    if family == "gemma2":  # sandwich norms, soft-capped logits, alternating sliding window
-        return Gemma2Config(
-            num_key_value_heads=2,
-            head_dim=hidden // 4,
-            query_pre_attn_scalar=hidden // 4,
-            sliding_window=16,
-            final_logit_softcapping=5.0,
-            attn_logit_softcapping=50.0,
-            pad_token_id=0,
-            **common,
-        )
-    if family == "olmo2":  # post-norms only, query / key norms inside the attention
-        return Olmo2Config(num_key_value_heads=2, pad_token_id=0, **common)
-    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    try:
+        settings = adapter_class(family).tiny_configs[family]
+    except (UnsupportedArchitectureError, KeyError):
+        raise ValueError(
+            f"family {family!r} has no tiny test config: add it to its adapter's tiny_configs"
+        ) from None
+    settings = {k: v(shared) if callable(v) else v for k, v in settings.items()}
+    config_class = getattr(transformers, _FAMILY_TABLE[family][0])
+    return config_class(**settings, **shared)
 
 
 def tiny_model(family: str = "llama", n_blocks: int = 4, seed: int = 0, dtype=torch.float32, **kw):

@@ -56,7 +56,7 @@ class ResumingSweeper(BasicSweeper):
         return [job for job in batch if self._needs_run(list(job))]
 
     def _needs_run(self, overrides: list[str]) -> bool:
-        from experiments.run import to_run_spec
+        from twossp.config import to_run_spec
         from twossp.pipeline import finished
         from twossp.results import add_members, run_path
 

@@ -2,7 +2,8 @@
 
 Methods see a model only through a :class:`ModelAdapter`: blocks, their attention and MLP
 submodules, the FFN projections and the final norm / head. Adding an architecture means one
-subclass here (registered by ``config.model_type``) and one tiny-model entry in the tests.
+subclass in a module of :mod:`twossp.adapters` (found there by ``config.model_type``, with its
+tiny test config in ``tiny_configs``) and one entry in ``twossp/remote/families.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ class ModelAdapter:
     Block indices are positions in the current (possibly already pruned) model.
     """
 
+    # The stock model_types this adapter handles (each a family of twossp/remote/families.py).
     model_types: ClassVar[tuple[str, ...]] = ()
+    # model_type -> settings of its tiny test model (twossp.testing.tiny_config) beyond the
+    # shared sizes: what makes the family's stock config small and exercise its features. A
+    # value may be a function of the shared settings (a size that follows the width).
+    tiny_configs: ClassVar[dict[str, dict]] = {}
     attn_name: ClassVar[str] = "self_attn"
     mlp_name: ClassVar[str] = "mlp"
     # Norms that belong to the attention / to the MLP (pre-norms feeding only it, post-norms

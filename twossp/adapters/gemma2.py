@@ -17,8 +17,25 @@ import torch
 from twossp.adapters.llama import LlamaAdapter
 
 
+def _head_dim(shared: dict) -> int:
+    """A tiny model's head width (Gemma 2's default, 256, is wider than a tiny model)."""
+    return shared["hidden_size"] // shared["num_attention_heads"]
+
+
 class Gemma2Adapter(LlamaAdapter):
     model_types = ("gemma2",)
+    # Sandwich norms, soft-capped logits, alternating sliding window (shorter than test prompts).
+    tiny_configs = {
+        "gemma2": {
+            "num_key_value_heads": 2,
+            "head_dim": _head_dim,
+            "query_pre_attn_scalar": _head_dim,
+            "sliding_window": 16,
+            "final_logit_softcapping": 5.0,
+            "attn_logit_softcapping": 50.0,
+            "pad_token_id": 0,
+        }
+    }
     attn_norm_names = ("input_layernorm", "post_attention_layernorm")
     mlp_norm_names = ("pre_feedforward_layernorm", "post_feedforward_layernorm")
     supports_rotation = False

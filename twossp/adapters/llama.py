@@ -14,6 +14,11 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class LlamaAdapter(ModelAdapter):
     model_types = ("llama", "mistral", "qwen2")
+    tiny_configs = {
+        "llama": {"num_key_value_heads": 2},
+        "mistral": {"num_key_value_heads": 2, "sliding_window": None},
+        "qwen2": {"num_key_value_heads": 2},
+    }
     supports_rotation = True
 
     def ffn_out_proj(self, i: int) -> nn.Linear:

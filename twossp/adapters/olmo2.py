@@ -16,6 +16,8 @@ from twossp.adapters.llama import LlamaAdapter
 
 class Olmo2Adapter(LlamaAdapter):
     model_types = ("olmo2",)
+    # Post-norms only, query / key norms inside the attention.
+    tiny_configs = {"olmo2": {"num_key_value_heads": 2, "pad_token_id": 0}}
     attn_norm_names = ("post_attention_layernorm",)
     mlp_norm_names = ("post_feedforward_layernorm",)
     supports_rotation = False

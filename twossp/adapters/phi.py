@@ -15,6 +15,7 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class PhiAdapter(ModelAdapter):
     model_types = ("phi",)
+    tiny_configs = {"phi": {"num_key_value_heads": 4, "partial_rotary_factor": 0.5}}
     attn_norm_names = ()
     mlp_norm_names = ()
     final_norm_name = "final_layernorm"

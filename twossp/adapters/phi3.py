@@ -14,6 +14,7 @@ from twossp.adapters.base import ModelAdapter, slice_linear
 
 class Phi3Adapter(ModelAdapter):
     model_types = ("phi3",)
+    tiny_configs = {"phi3": {"num_key_value_heads": 4, "pad_token_id": 0}}
     supports_rotation = True
 
     def ffn_out_proj(self, i: int) -> nn.Linear:

@@ -5,59 +5,31 @@ Each class is its family's stock configuration under its own ``model_type``
 with ``trust_remote_code=True`` (through this file's ``auto_map``), never as a plain model
 with random weights where modules were removed. The structure of the pruned model is the
 ``twossp_structure`` entry of ``config.json`` (see ``pruned_modules.py``).
+
+The classes are made from the family table (``families.py``), one per family, under the
+names ``auto_map`` gives them (``TwosspLlamaConfig``, ``TwosspGemma2Config``, ...).
 """
 
-from transformers import (
-    Gemma2Config,
-    LlamaConfig,
-    MistralConfig,
-    Olmo2Config,
-    Phi3Config,
-    PhiConfig,
-    Qwen2Config,
-)
+import transformers
+
+from .families import FAMILIES, PRUNED_PREFIX, pruned_names
 
 
-class TwosspLlamaConfig(LlamaConfig):
-    model_type = "twossp_llama"
+def _pruned_config(family: str) -> type:
+    """``family``'s stock configuration class under ``model_type`` ``twossp_<family>``."""
+    stock = getattr(transformers, FAMILIES[family][0])
+    name = pruned_names(family)[0]
+    attributes = {
+        "model_type": PRUNED_PREFIX + family,
+        "__module__": __name__,
+        "__qualname__": name,
+    }
+    return type(name, (stock,), attributes)
 
 
-class TwosspMistralConfig(MistralConfig):
-    model_type = "twossp_mistral"
-
-
-class TwosspQwen2Config(Qwen2Config):
-    model_type = "twossp_qwen2"
-
-
-class TwosspPhi3Config(Phi3Config):
-    model_type = "twossp_phi3"
-
-
-class TwosspPhiConfig(PhiConfig):
-    model_type = "twossp_phi"
-
-
-class TwosspGemma2Config(Gemma2Config):
-    model_type = "twossp_gemma2"
-
-
-class TwosspOlmo2Config(Olmo2Config):
-    model_type = "twossp_olmo2"
-
-
-PRUNED_PREFIX = "twossp_"
 # Stock model_type -> the configuration of its pruned variant.
-PRUNED_CONFIGS = {
-    cls.model_type.removeprefix(PRUNED_PREFIX): cls
-    for cls in (
-        TwosspLlamaConfig,
-        TwosspMistralConfig,
-        TwosspOlmo2Config,
-        TwosspQwen2Config,
-        TwosspPhi3Config,
-        TwosspPhiConfig,
-        TwosspGemma2Config,
-        TwosspOlmo2Config,
-    )
-}
+PRUNED_CONFIGS: dict[str, type] = {family: _pruned_config(family) for family in FAMILIES}
+# Module attributes under their own names: auto_map looks them up there.
+globals().update({cls.__name__: cls for cls in PRUNED_CONFIGS.values()})
+
+__all__ = ["PRUNED_CONFIGS", "PRUNED_PREFIX", *(c.__name__ for c in PRUNED_CONFIGS.values())]

@@ -5,27 +5,15 @@ Each class builds its family's stock model from the config, then applies the con
 shortcut blocks and scale-free norms; see ``pruned_modules.py``), so that the checkpoint's
 weights load into modules of the right kinds and shapes. Forward passes, generation and the
 KV cache are the stock ones. Needs torch and transformers only.
+
+The classes are made from the family table (``families.py``), one per family, under the
+names ``auto_map`` gives them (``TwosspLlamaForCausalLM``, ``TwosspGemma2ForCausalLM``, ...).
 """
 
-from transformers import (
-    Gemma2ForCausalLM,
-    LlamaForCausalLM,
-    MistralForCausalLM,
-    Olmo2ForCausalLM,
-    Phi3ForCausalLM,
-    PhiForCausalLM,
-    Qwen2ForCausalLM,
-)
+import transformers
 
-from .configuration_twossp import (
-    TwosspGemma2Config,
-    TwosspLlamaConfig,
-    TwosspMistralConfig,
-    TwosspOlmo2Config,
-    TwosspPhi3Config,
-    TwosspPhiConfig,
-    TwosspQwen2Config,
-)
+from .configuration_twossp import PRUNED_CONFIGS
+from .families import FAMILIES, pruned_names
 from .pruned_modules import STRUCTURE_KEY, apply_structure
 
 
@@ -37,29 +25,21 @@ class PrunedMixin:
         apply_structure(self, getattr(config, STRUCTURE_KEY))
 
 
-class TwosspLlamaForCausalLM(PrunedMixin, LlamaForCausalLM):
-    config_class = TwosspLlamaConfig
+def _pruned_model(family: str) -> type:
+    """``family``'s stock causal LM, reshaped by the structure record, on its pruned config."""
+    stock = getattr(transformers, FAMILIES[family][1])
+    name = pruned_names(family)[1]
+    attributes = {
+        "config_class": PRUNED_CONFIGS[family],
+        "__module__": __name__,
+        "__qualname__": name,
+    }
+    return type(name, (PrunedMixin, stock), attributes)
 
 
-class TwosspMistralForCausalLM(PrunedMixin, MistralForCausalLM):
-    config_class = TwosspMistralConfig
+# Stock model_type -> the causal LM of its pruned variant.
+PRUNED_MODELS: dict[str, type] = {family: _pruned_model(family) for family in FAMILIES}
+# Module attributes under their own names: auto_map looks them up there.
+globals().update({cls.__name__: cls for cls in PRUNED_MODELS.values()})
 
-
-class TwosspQwen2ForCausalLM(PrunedMixin, Qwen2ForCausalLM):
-    config_class = TwosspQwen2Config
-
-
-class TwosspPhi3ForCausalLM(PrunedMixin, Phi3ForCausalLM):
-    config_class = TwosspPhi3Config
-
-
-class TwosspPhiForCausalLM(PrunedMixin, PhiForCausalLM):
-    config_class = TwosspPhiConfig
-
-
-class TwosspGemma2ForCausalLM(PrunedMixin, Gemma2ForCausalLM):
-    config_class = TwosspGemma2Config
-
-
-class TwosspOlmo2ForCausalLM(PrunedMixin, Olmo2ForCausalLM):
-    config_class = TwosspOlmo2Config
+__all__ = ["PRUNED_MODELS", "PrunedMixin", *(c.__name__ for c in PRUNED_MODELS.values())]
