@@ -214,8 +214,8 @@ def speedup_table(frame: pd.DataFrame) -> Table | None:
     notes = [
         "Speed-ups (x) against the dense run of the same model, machine and measurement; "
         "prefill: one forward of the first evaluation window, median of the timed repeats; "
-        "decode: greedy generate with the KV cache, batch 1, new tokens per second of the call "
-        "(the prompt's prefill included); KV B/token: bytes each token adds to the cache "
+        "decode: greedy generate with the KV cache, batch 1, tokens per second of the decoding "
+        "steps (the prompt's prefill and first token excluded); KV B/token: bytes each token adds to the cache "
         "(blocks that kept attention); params removed: the whole model's parameters.",
     ]
     notes += [f"machine #{i + 1}: {_machine_label(m)}" for i, m in enumerate(machines)]
