@@ -215,8 +215,9 @@ def speedup_table(frame: pd.DataFrame) -> Table | None:
         "Speed-ups (x) against the dense run of the same model, machine and measurement; "
         "prefill: one forward of the first evaluation window, median of the timed repeats; "
         "decode: greedy generate with the KV cache, batch 1, tokens per second of the decoding "
-        "steps (the prompt's prefill and first token excluded); KV B/token: bytes each token adds to the cache "
-        "(blocks that kept attention); params removed: the whole model's parameters.",
+        "steps (the prompt's prefill and first token excluded); KV B/token: bytes each token "
+        "adds to the cache (blocks that kept attention); params removed: the whole model's "
+        "parameters.",
     ]
     notes += [f"machine #{i + 1}: {_machine_label(m)}" for i, m in enumerate(machines)]
     measures = sorted({m for m in table["measure"]}, key=str)
