@@ -70,10 +70,7 @@ def _run_spec(model_key: str, method: str, sparsity: float, protocol: str, exper
     """The RunSpec a sweep point was run with (composed as the command line composes it)."""
     from hydra import compose, initialize_config_dir
 
-    try:  # the conversion moved into the package; older checkouts keep it in the script
-        from twossp.config import register_resolvers, to_run_spec
-    except ImportError:
-        from experiments.run import register_resolvers, to_run_spec
+    from twossp.config import register_resolvers, to_run_spec
 
     root = Path(__file__).resolve().parents[1]
     register_resolvers()
