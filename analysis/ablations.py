@@ -23,6 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis import draws
 from analysis.captions import context_notes
 from analysis.cells import select, sparsity_label, unique_cells, with_sparsity
 from analysis.collect import N_ATTN
@@ -199,7 +200,7 @@ def calibration_table(frame: pd.DataFrame, experiment: str | None = None) -> Tab
 
 def views(frame: pd.DataFrame, experiment: str | None = None) -> list[Table]:
     """The ablation tables whose axis the experiment's 2SSP rows sweep (may be none)."""
-    out = []
+    out = draws.views(frame, experiment)
     if alpha_applies(frame, experiment):
         out += alpha_tables(frame, experiment)
     if calibration_applies(frame, experiment):

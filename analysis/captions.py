@@ -138,13 +138,37 @@ def smoke_note(rows: pd.DataFrame) -> list[str]:
 
 
 def limit_notes(frame: pd.DataFrame) -> list[str]:
-    """A warning when downstream rows come from a ``limit``-ed (subsampled) evaluation."""
-    limits = {json.loads(v).get("limit") for v in frame["variant"].dropna()} - {None}
-    if not limits:
+    """A warning when downstream rows come from a ``limit``-ed (subsampled) evaluation: the
+    limit and the documents scored per task (a group such as MMLU applies the limit to each
+    of its subtasks)."""
+    per_task: dict[str, set] = {}
+    for task, raw in zip(frame["dataset"], frame["variant"], strict=True):
+        if not isinstance(raw, str):
+            continue
+        v = json.loads(raw)
+        if v.get("limit") is None:
+            continue
+        subtasks = v.get("subtasks") or 1
+        scope = f" per subtask ({subtasks} subtasks)" if subtasks > 1 else ""
+        docs = f", {v['samples']} documents" if v.get("samples") is not None else ""
+        per_task.setdefault(task, set()).add(f"{v['limit']}{scope}{docs}")
+    if not per_task:
         return []
+    plain = {t: d for t, d in per_task.items() if not any("subtask" in x for x in d)}
+    groups = {t: d for t, d in per_task.items() if t not in plain}
+    parts = []
+    if plain:
+        limits = sorted({x.split(",")[0] for d in plain.values() for x in d}, key=float)
+        parts.append(f"at most {' / '.join(limits)} documents per task")
+    parts += [f"{t}: {' / '.join(sorted(d))}" for t, d in sorted(groups.items())]
+    same = (
+        "the same documents for every method"
+        if all(len(d) == 1 for d in per_task.values())
+        else "limits differ between runs"
+    )
     return [
-        f"Subsampled: at most {', '.join(map(str, sorted(limits)))} documents per task "
-        "(lm-eval limit); not comparable with full-set numbers."
+        f"Subsampled (lm-eval limit): {'; '.join(parts)}; {same}; not comparable with "
+        "full-set numbers."
     ]
 
 

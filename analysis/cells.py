@@ -66,18 +66,20 @@ class AmbiguousCellError(ValueError):
     """A table cell would be fed by more than one configuration."""
 
 
-def select(frame: pd.DataFrame, experiment: str | None) -> pd.DataFrame:
-    """The rows of ``experiment`` (all rows for None), by membership.
+def select(frame: pd.DataFrame, experiment: str | list[str] | None) -> pd.DataFrame:
+    """The rows of ``experiment`` (all rows for None; several experiments read together for a
+    list), by membership.
 
     Rows carry the experiments their configuration belongs to (``experiments``, written by
     :mod:`analysis.collect`); a row without that list belongs to its ``experiment``.
     """
     if experiment is None:
         return frame
-    own = frame["experiment"] == experiment
+    wanted = {experiment} if isinstance(experiment, str) else set(experiment)
+    own = frame["experiment"].isin(wanted)
     if EXPERIMENTS not in frame.columns:
         return frame[own]
-    listed = frame[EXPERIMENTS].map(lambda e: experiment in e if is_list(e) else False)
+    listed = frame[EXPERIMENTS].map(lambda e: bool(wanted & set(e)) if is_list(e) else False)
     return frame[own | listed]
 
 

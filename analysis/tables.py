@@ -10,7 +10,7 @@ left out with a note. The command also writes the inference speed-up table when 
 recorded inference rows (:mod:`analysis.inference`).
 
     python -m analysis.tables [--results results/results.parquet] [--out results/tables]
-                              [--experiment cpu_demo] [--only table1_ppl ...]
+                              [--experiment cpu_demo ...] [--only table1_ppl ...]
 
 The names other code imports from here (the builders, :class:`Table`, the orders) are
 re-exported from the modules that define them.
@@ -97,12 +97,20 @@ def main(argv: list[str] | None = None) -> list[Path]:
         help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/tables")
-    parser.add_argument("--experiment", default=None, help="only rows of this experiment")
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        help="only rows of this experiment (repeat to read several together, e.g. "
+        "cpu_smollm2_seeds and cpu_smollm2_seeds_authors)",
+    )
     parser.add_argument("--published", type=Path, default=PUBLISHED)
     parser.add_argument("--only", nargs="+", default=None, help="print only these tables")
     args = parser.parse_args(argv)
     out = args.out or default_results_dir() / "tables"
     frame = load(args.results)
+    if args.experiment is not None and len(args.experiment) == 1:
+        args.experiment = args.experiment[0]
     if args.experiment is not None and select(frame, args.experiment).empty:
         known = sorted({e for es in frame.get(EXPERIMENTS, []) for e in es} or [])
         print(

@@ -70,10 +70,10 @@ def _run_spec(model_key: str, method: str, sparsity: float, protocol: str, exper
     """The RunSpec a sweep point was run with (composed as the command line composes it)."""
     from hydra import compose, initialize_config_dir
 
-    from twossp.config import register_resolvers, to_run_spec
+    from twossp.config import CONF, register_method_schemas, register_resolvers, to_run_spec
 
-    root = Path(__file__).resolve().parents[1]
     register_resolvers()
+    register_method_schemas()
     overrides = [f"experiment={experiment}"] if experiment else []
     overrides += [
         f"model={model_key}",
@@ -81,7 +81,7 @@ def _run_spec(model_key: str, method: str, sparsity: float, protocol: str, exper
         f"sparsity={sparsity}",
         f"protocol={protocol}",
     ]
-    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return to_run_spec(compose(config_name="config", overrides=overrides))
 
 

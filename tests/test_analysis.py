@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablations, collect, intervals, notebook, plots, tables
+from analysis import ablations, captions, collect, draws, intervals, notebook, plots, tables
 from tests.conftest import needs_shared
 from twossp.results import Metric, RunRecord, add_members, plan_path, run_path, to_frame, write_run
 
@@ -796,3 +796,66 @@ def test_real_ablation_sweeps_on_stories260k_render_every_point(tmp_path, capsys
         "ablation_alpha_stories260k_paper.png",
         "ablation_calib_stories260k_paper.png",
     ]
+
+
+# --- calibration draws across methods -------------------------------------------------------
+
+
+def _draws_sweep(root):
+    """2SSP and ShortGPT over three draws (2SSP loses draw 2), and 2SSP at a second budget
+    on draw 0, in a second experiment."""
+    values = {"twossp": (10.0, 12.0, 20.0), "shortgpt": (15.0, 16.0, 14.0)}
+    for method, ppl in values.items():
+        for seed, v in enumerate(ppl):
+            _write_run(
+                root, "m", method, 0.375, DAY2, {"ppl": {"wikitext2": v}},
+                chash=f"{method}-{seed}", calib={**CALIB, "seed": seed, "windows": 4},
+                experiment="seeds",
+            )  # fmt: skip
+    _write_run(
+        root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 9.0}}, chash="twossp-big",
+        calib={**CALIB, "seed": 0, "windows": 32}, experiment="seeds_big",
+    )  # fmt: skip
+
+
+def test_draws_table_gives_draw_zero_spread_and_wins_across_methods(tmp_path):
+    _draws_sweep(tmp_path / "r")
+    frame = _merged(tmp_path / "r")
+    assert draws.applies(frame, "seeds") and not draws.applies(frame, "seeds_big")
+    md = draws.draws_table(frame, ["seeds", "seeds_big"]).to_markdown()
+    # 2SSP at 4 windows: draw 0 = 10, mean 14 ± 5.29, lowest in draws 0 and 1 (its own
+    # 32-window row, lower on draw 0, is not its rival)
+    assert "| m | paper | 37.5% | twossp | 4 | 10.00 | 14.00 ± 5.29 (n=3) | 2/3 |" in md
+    assert "| m | paper | 37.5% | twossp | 32 | 9.00 | 9.00 (n=1) | 1/1 |" in md
+    assert "| m | paper | 37.5% | shortgpt | 4 | 15.00 | 15.00 ± 1.00 (n=3) | 1/3 |" in md
+
+
+def test_tables_cli_reads_several_experiments_together(tmp_path, capsys):
+    root = tmp_path / "r"
+    _draws_sweep(root)
+    merged = collect.main(["--results-dir", str(root)])
+    args = ["--results", str(merged), "--out", str(tmp_path / "t")]
+    tables.main([*args, "--experiment", "seeds", "--experiment", "seeds_big"])
+    out = capsys.readouterr().out
+    assert "| m | paper | 37.5% | twossp | 32 | 9.00 |" in out
+    tables.main([*args, "--experiment", "seeds"])
+    assert "| twossp | 32 |" not in capsys.readouterr().out
+
+
+def test_limit_note_names_the_documents_per_task_and_a_group_per_subtask():
+    def variant(limit, samples, subtasks):
+        return json.dumps({"limit": limit, "samples": samples, "subtasks": subtasks})
+
+    rows = pd.DataFrame(
+        {
+            "dataset": ["arc_easy", "piqa", "mmlu", "arc_easy"],
+            "variant": [variant(100, 100, 1), variant(100, 100, 1), variant(2, 114, 57), None],
+        }
+    )
+    (note,) = captions.limit_notes(rows)
+    assert note.startswith("Subsampled (lm-eval limit): at most 100 documents per task; ")
+    assert "mmlu: 2 per subtask (57 subtasks), 114 documents" in note
+    assert "the same documents for every method" in note
+    mixed = pd.concat([rows, rows.assign(variant=[variant(50, 50, 1)] * 4)])
+    assert "limits differ between runs" in captions.limit_notes(mixed)[0]
+    assert captions.limit_notes(rows.assign(variant=variant(None, 10, 1))) == []
