@@ -8,7 +8,7 @@
   each method actually removed, per target sparsity (3 decimals): block methods overshoot
   under the paper's protocol, SliceGPT undershoots.
 - :func:`downstream_table` (``table2_downstream``, Table 2): accuracy (percent) per task and
-  their mean at 37.5%.
+  their mean at 37.5%; ``table2_downstream_acc_norm`` the same for acc_norm where recorded.
 - :func:`time_table` (``pruning_time``): seconds in ``method.prune`` per target sparsity.
 
 Each takes one experiment's rows (:func:`analysis.cells.select`) and needs one configuration
@@ -179,8 +179,9 @@ def downstream_table(
     experiment: str | None = None,
 ) -> Table:
     """Table 2: accuracy (percent) per task and their mean at one sparsity, ± lm-eval's
-    standard error where recorded."""
-    name = "table2_downstream"
+    standard error where recorded. ``metric="acc_norm"`` gives the length-normalised
+    accuracy of the tasks lm-eval reports it for (``table2_downstream_acc_norm``)."""
+    name = "table2_downstream" if metric == "acc" else f"table2_downstream_{metric}"
     rows = _metric_rows(frame, experiment, metric)
     rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
     rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
@@ -226,7 +227,8 @@ def downstream_table(
     notes += [n for n in (combined, calib_note(rows), runs_note(rows)) if n]
     return Table(
         name,
-        f"Table 2: downstream accuracy at {sparsity_label(sparsity)} sparsity",
+        f"Table 2: downstream accuracy{'' if metric == 'acc' else f' ({metric})'} at "
+        f"{sparsity_label(sparsity)} sparsity",
         values,
         best,
         2,
@@ -280,6 +282,8 @@ def all_tables(
         builders.append(lambda: achieved_table(rows))
     if "acc" in has:
         builders.append(lambda: downstream_table(rows, published=pub))
+    if "acc_norm" in has:
+        builders.append(lambda: downstream_table(rows, metric="acc_norm", published=pub))
     if len(rows):
         builders.append(lambda: time_table(rows, published=pub))
     tables = []

@@ -310,6 +310,19 @@ def test_downstream_table_average_and_highest_is_bold(results_dir):
     assert not t.bold.loc[("m_a", "paper", "dense")].any()
 
 
+def test_acc_norm_rows_get_their_own_table2(results_dir):
+    frame = _merged(results_dir)
+    norm = frame[frame["metric"] == "acc"].assign(metric="acc_norm")
+    norm = norm.assign(value=norm["value"] - 0.01)
+    both = pd.concat([frame, norm], ignore_index=True)
+    built = {t.name: t for t in tables.all_tables(both, None)}
+    assert {"table2_downstream", "table2_downstream_acc_norm"} <= set(built)
+    t = built["table2_downstream_acc_norm"]
+    assert t.title == "Table 2: downstream accuracy (acc_norm) at 37.5% sparsity"
+    assert t.values[("avg", "ours")][("m_a", "paper", "twossp")] == pytest.approx(64.5)
+    assert "table2_downstream_acc_norm" not in {t.name for t in tables.all_tables(frame, None)}
+
+
 def test_time_table_bolds_the_fastest(results_dir):
     t = tables.time_table(_merged(results_dir))
     assert "dense" not in t.values.index.get_level_values("method")
