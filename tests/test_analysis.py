@@ -1,6 +1,10 @@
 """analysis/: merge run files (membership, corrupt files), tables that refuse to guess (both
 protocols, achieved sparsity, bold, LaTeX, captions from the rows), ablation views, plots,
-the notebook, and a real ablation sweep on stories260K."""
+the notebook, and a real ablation sweep on stories260K.
+
+One file over the usual size on purpose: the tests share one synthetic results folder
+(:func:`_write_run` and the fixtures), and each table, view and plot is checked on it.
+"""
 
 from __future__ import annotations
 

@@ -16,12 +16,12 @@ from tests.conftest import ASSETS, TEXT, needs_shared, run_spec
 from twossp import pipeline
 from twossp.data import CalibrationSpec, TextDataset, calibration_samples
 from twossp.methods import build_method
+from twossp.methods.registry import method_names
 from twossp.modeling import load_tokenizer
 
 pytestmark = needs_shared()
 
 SMOLLM2 = ASSETS / "models" / "SmolLM2-135M-Instruct-Q4_1"
-METHODS = ("dense", "twossp", "shortgpt", "window", "blockpruner", "evopress", "slicegpt")
 # Hashes of the default configurations before the hash followed what methods read
 # (measured on this tree before the change): they must not move.
 DEFAULT_HASHES = {"twossp": "a8ae52be8b6818c2", "shortgpt": "9d7f40d103b31b4b"}
@@ -202,7 +202,7 @@ def test_reading_clips_only_counts():
 @pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM2.exists(), reason=f"SmolLM2 GGUF not found at {SMOLLM2}")
 @pytest.mark.parametrize("protocol", ["paper", "matched"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", method_names())
 def test_every_method_prepares_on_smollm2(tmp_path, method, protocol, no_weights):
     spec = _spec(tmp_path, "model=smollm2_135m", f"method={method}", f"protocol={protocol}")
     ready = pipeline.prepare(spec)

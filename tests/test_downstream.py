@@ -17,12 +17,11 @@ from twossp.evaluation.downstream import (
     DownstreamSpec,
     accuracy_interval,
     lm_eval_record,
-    local_data_files,
-    local_task_config,
     save_lm_eval_json,
     spec_from_dict,
     to_metrics,
 )
+from twossp.evaluation.local_tasks import local_data_files, local_task_config
 
 
 def _write(path, rows=({"q": 1},)):
@@ -120,7 +119,7 @@ def test_local_task_config_changes_only_the_data_source():
 def test_check_local_rejects_a_leaf_that_does_not_read_the_generated_yaml(tmp_path):
     from types import SimpleNamespace
 
-    from twossp.evaluation.downstream import _check_local
+    from twossp.evaluation.local_tasks import _check_local
 
     files = {"arc_easy": {"test": "/x/test.jsonl"}}
 
@@ -306,7 +305,8 @@ def test_local_tasks_through_include_path_with_stderr_and_json(stories, tmp_path
     import yaml
     from lm_eval.tasks._factory import TaskFactory
 
-    from twossp.evaluation.downstream import run_tasks, task_manager
+    from twossp.evaluation.downstream import run_tasks
+    from twossp.evaluation.local_tasks import task_manager
 
     model, tokenizer = stories
     tasks = ["arc_easy", "mmlu_anatomy"]

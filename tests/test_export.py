@@ -218,7 +218,7 @@ def _local_arc_easy(folder):
     import yaml
     from lm_eval.tasks import TaskManager
 
-    from twossp.evaluation.downstream import local_data_files, local_task_config
+    from twossp.evaluation.local_tasks import local_data_files, local_task_config
 
     stock_yaml = Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml"
     files = local_data_files(TASKS, ["arc_easy"])["arc_easy"]

@@ -15,13 +15,12 @@ from baselines.slicegpt import SliceGPT
 from tests.conftest import needs_shared, run_spec
 from twossp.evaluation.inference import (
     InferenceSpec,
-    cache_bytes,
     first_window,
     greedy_generate,
     greedy_reference,
-    kv_shape,
     measure,
 )
+from twossp.evaluation.kv_cache import cache_bytes, kv_shape
 from twossp.methods import PruneContext
 from twossp.plan import PrunePlan
 from twossp.results import Metric, RunRecord, to_frame, write_run

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from twossp import sparsity as sp
+from twossp.calibration_windows import as_reading, windows_read, with_fewer_windows
 from twossp.data import CalibrationSpec, calibration_samples, token_stream
 from twossp.devices import check_device, use_threads
 from twossp.evaluation.perplexity import perplexity, windows
@@ -95,8 +96,8 @@ def prepare(spec: RunSpec) -> Prepared:
     calib = None
     if method.needs_calibration:
         base = dataclasses.replace(spec.calib, seqlen=cap_seqlen(spec.calib.seqlen, context))
-        method = _reading(method, base.n_samples)
-        calib = _calibration_read(method, base, context)
+        method = as_reading(method, base.n_samples)
+        calib = windows_read(method, base, context)
     for ds in spec.eval.datasets:
         ds.check()
     if spec.eval.downstream is not None:
@@ -110,7 +111,7 @@ def prepare(spec: RunSpec) -> Prepared:
     if calib is not None:
         calibration = calibration_samples(tokenizer, calib)
         if len(calibration) < calib.n_samples:
-            method = _fewer_windows(method, calib, len(calibration))
+            method = with_fewer_windows(method, calib, len(calibration))
     for ds in spec.eval.datasets:  # tokenized once: token_stream memoises what evaluate reads
         ids, _ = token_stream(tokenizer, ds, eval_seqlen)
         try:
@@ -123,63 +124,6 @@ def prepare(spec: RunSpec) -> Prepared:
 
         tasks = prepare_tasks(spec.eval.downstream)
     return Prepared(method, target, tokenizer, calib, calibration, eval_seqlen, tasks)
-
-
-def _reading(method: PruningMethod, n_windows: int) -> PruningMethod:
-    """The method as it reads ``calib.n_samples`` windows; one line when that changes a
-    setting (the record holds the count read, not the one asked for)."""
-    read = method.reading(n_windows)
-    asked, got = dataclasses.asdict(method), dataclasses.asdict(read)
-    changed = [
-        f"method.{k}={asked[k]} -> {'None (all)' if got[k] is None else got[k]}"
-        for k in asked
-        if asked[k] != got[k]
-    ]
-    if changed:
-        log.info(
-            "%s reads at most calib.n_samples=%d calibration windows; recorded as read: %s",
-            method.name,
-            n_windows,
-            ", ".join(changed),
-        )
-    return read
-
-
-def _calibration_read(method: PruningMethod, base: CalibrationSpec, context) -> CalibrationSpec:
-    """The calibration windows ``method`` reads (its count of them, not ``calib.n_samples``),
-    refused when the settings ask it to work with fewer than it can."""
-    calib = method.calibration_spec(base, context)
-    calib.check()
-    fewest, setting = method.fewest_windows()
-    if fewest > calib.n_samples:
-        raise ValueError(
-            f"{method.name} needs {setting}={fewest} calibration windows but calib.n_samples is "
-            f"{calib.n_samples}: lower {setting} or raise calib.n_samples"
-        )
-    wanted = method.calibration_windows()
-    return calib if wanted is None else dataclasses.replace(calib, n_samples=wanted)
-
-
-def _fewer_windows(method: PruningMethod, calib: CalibrationSpec, got: int) -> PruningMethod:
-    """A corpus with fewer complete windows than ``method`` reads: use those it holds (one
-    line), or refuse when the method cannot work with so few."""
-    fewest, setting = method.fewest_windows()
-    where = (
-        f"{calib.dataset.name} ({calib.packing} packing) holds {got} complete calibration "
-        f"windows of {calib.seqlen} tokens"
-    )
-    if got < fewest:
-        asks = f"{setting}={fewest}" if setting else f"at least {fewest}"
-        lower = f"{setting} or calib.seqlen" if setting else "calib.seqlen"
-        raise ValueError(f"{where}; {method.name} needs {asks}: lower {lower}")
-    log.warning(
-        "%s, fewer than the %d %s reads; using those %d (recorded as calib_windows)",
-        where,
-        calib.n_samples,
-        method.name,
-        got,
-    )
-    return method.reading(got)
 
 
 def _check_eval_settings(evaluation: EvalSpec) -> None:

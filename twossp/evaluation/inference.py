@@ -12,7 +12,7 @@ weight bytes and the prefill's peak memory, as typed result rows with units.
   the first token) and the full one, and the rate is ``(new_tokens - 1)`` over their
   difference. The whole call's rate (prefill included, as a user waiting for the answer sees
   it) is in the variant (``end_to_end_*``).
-- **KV-cache bytes per token**, from the model's structure through the adapter: for every
+- **KV-cache bytes per token** (:mod:`twossp.evaluation.kv_cache`), from the structure: for every
   block that still has attention, ``2 (K and V) x kv_heads x head_dim x dtype bytes``. After
   generation the real cache object is measured too (``measured_bytes_per_token`` in the
   variant): the two agree unless a layer caches something else. Sliding-window layers are
@@ -40,7 +40,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from twossp.adapters import get_adapter
 from twossp.devices import input_device
 from twossp.evaluation.costs import (
     forward_fn,
@@ -48,6 +47,7 @@ from twossp.evaluation.costs import (
     time_interleaved,
     weight_bytes,
 )
+from twossp.evaluation.kv_cache import cache_bytes, kv_shape
 from twossp.results import Metric
 
 log = logging.getLogger(__name__)
@@ -170,71 +170,6 @@ def machine_variant(model: nn.Module, batch_size: int = 1) -> dict:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-# --- KV cache --------------------------------------------------------------------------------
-
-
-@dataclass
-class KVShape:
-    """What each token adds to the KV cache of a model."""
-
-    attention_blocks: list[int]
-    blocks: int
-    kv_heads: list[int]
-    head_dim: list[int]
-    element_bytes: int
-
-    @property
-    def bytes_per_token(self) -> int:
-        return sum(
-            2 * h * d * self.element_bytes
-            for h, d in zip(self.kv_heads, self.head_dim, strict=True)
-        )
-
-
-def _kv_dims(attn: nn.Module, config) -> tuple[int, int]:
-    """(kv heads, head dim) of one attention module, from its own attributes or the config."""
-    heads = config.num_attention_heads
-    head_dim = getattr(attn, "head_dim", None) or getattr(config, "head_dim", None)
-    head_dim = int(head_dim or config.hidden_size // heads)
-    groups = getattr(attn, "num_key_value_groups", None)
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    if groups:
-        kv_heads = heads // int(groups)
-    return int(kv_heads), head_dim
-
-
-def kv_shape(model: nn.Module) -> KVShape:
-    """The KV-cache layout of ``model``: blocks with attention (read through the adapter)."""
-    adapter = get_adapter(model)
-    present = [i for i in range(adapter.num_blocks) if adapter.has_attention(i)]
-    dims = [_kv_dims(adapter.attention(i), adapter.config) for i in present]
-    element = next(model.parameters()).element_size()
-    return KVShape(present, adapter.num_blocks, [h for h, _ in dims], [d for _, d in dims], element)
-
-
-def cache_bytes(cache) -> tuple[int, int]:
-    """(bytes held by the key and value tensors of ``cache``, cached sequence length).
-
-    The length is the longest key tensor's (a cache's own ``get_seq_length`` reads slot 0,
-    which is empty when no remaining attention has slot 0's type).
-    """
-    total = length = 0
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        tensors = [
-            t
-            for layer in layers
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
-        ]
-    else:  # a legacy tuple of (key, value) per layer
-        tensors = [t for pair in cache for t in pair]
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.numel():
-            total += t.numel() * t.element_size()
-            length = max(length, int(t.shape[-2]))  # [batch, kv heads, tokens, head dim]
-    return total, length
 
 
 # --- decode ----------------------------------------------------------------------------------
