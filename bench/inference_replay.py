@@ -153,10 +153,16 @@ def measure_round(entries: list[Entry], window: torch.Tensor, new_tokens: int) -
         e.decode_tps.append((new_tokens - 1) / (full - one))
 
 
-def _ratio(entries: list[Entry], e: Entry, series: str, invert: bool) -> float:
+def ratios(entries: list[Entry], e: Entry, series: str, invert: bool) -> list[float]:
+    """Each round's dense / pruned ratio of ``series`` (pruned / dense with ``invert``)."""
     dense = next(d for d in entries if d.method == "dense")
     pairs = zip(getattr(dense, series), getattr(e, series), strict=True)
-    return statistics.median((b / a) if invert else (a / b) for a, b in pairs)
+    return [(b / a) if invert else (a / b) for a, b in pairs]
+
+
+def _speedup(entries: list[Entry], e: Entry, series: str, invert: bool) -> str:
+    r = ratios(entries, e, series, invert)
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
 
 def table(entries: list[Entry], meta: dict) -> str:
@@ -175,17 +181,17 @@ def table(entries: list[Entry], meta: dict) -> str:
         lines.append(
             f"| {e.method} | {e.sparsity:.3f} ({e.achieved:.3f}) | {e.params / 1e6:.1f}M "
             f"| {dense.flops / e.flops:.2f} | {1000 * statistics.median(e.prefill_s):.0f} "
-            f"| {_ratio(entries, e, 'prefill_s', invert=False):.2f} "
+            f"| {_speedup(entries, e, 'prefill_s', invert=False)} "
             f"| {statistics.median(e.decode_tps):.1f} "
-            f"| {_ratio(entries, e, 'decode_tps', invert=True):.2f} "
+            f"| {_speedup(entries, e, 'decode_tps', invert=True)} "
             f"| {e.kv_bytes:,} ({100 * saved:.0f}%) | {ppl} |"
         )
     caption = (
         f"{meta['model']}, protocol={meta['protocol']}, {meta['device']} {meta['dtype']}, "
         f"{meta['threads']} thread(s), prefill of {meta['seqlen']} tokens, decode of "
         f"{meta['new_tokens']} tokens after 128 (batch 1, KV cache); median of {meta['rounds']} "
-        f"round-robin rounds; speed-ups are medians of per-round ratios to dense; FLOP ratio = "
-        f"dense / pruned FLOPs of the prefill."
+        "round-robin rounds after a warm-up round; speed-ups: median (min-max) of the rounds' "
+        "ratios to dense; FLOP ratio = dense / pruned FLOPs of the prefill."
     )
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
@@ -225,7 +231,10 @@ def main(argv: list[str] | None = None) -> None:
         e.kv_bytes = kv_shape(e.model).bytes_per_token
         log.info("rebuilt %s (%d parameters)", e.label, e.params)
     del base
-    measure_round(entries, window, 8)  # warm-up
+    measure_round(entries, window, 8)  # warm-up, not counted
+    for e in entries:
+        e.prefill_s.clear()
+        e.decode_tps.clear()
     for r in range(args.rounds):
         start = time.perf_counter()
         measure_round(entries, window, args.new_tokens)

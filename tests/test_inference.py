@@ -341,3 +341,45 @@ def test_a_bad_inference_setting_fails_before_the_weights_load(tmp_path, monkeyp
     )
     with pytest.raises(ValueError, match="exceeds the model's context of 512"):
         pipeline.run(spec)
+
+
+@needs_shared()
+def test_inference_replay_rebuilds_and_times_a_finished_sweep(tmp_path):
+    """bench/inference_replay.py on two stories260K runs: plans replayed, parameter counts
+    checked, the warm-up round not counted, speed-ups against dense."""
+    import json
+
+    from bench import inference_replay
+    from twossp.pipeline import run
+
+    results = tmp_path / "results"
+    common = [
+        "model=stories260k",
+        "eval.use=[wikitext2]",
+        "eval.max_windows=1",
+        "eval.inference=true",
+        "eval.inference_settings.warmup=0",
+        "eval.inference_settings.repeats=1",
+        "eval.inference_settings.new_tokens=4",
+        "eval.inference_settings.decode_repeats=1",
+        "eval.inference_settings.peak_memory=false",
+        f"paths.results_dir={results}",
+        "progress=false",
+        "calib.n_samples=2",
+        "experiment_name=replay_test",
+    ]
+    for method in ("dense", "twossp"):
+        run(run_spec(*common, f"method={method}", "sparsity=0.375"))
+    out = tmp_path / "replay"
+    inference_replay.main(
+        ["--results", str(results), "--experiment", "replay_test", "--model", "stories260k",
+         "--rebuild", "", "--rounds", "2", "--new-tokens", "4", "--out", str(out)]
+    )  # fmt: skip
+    data = json.loads((out / "inference_replay.json").read_text())
+    models = {m["method"]: m for m in data["models"]}
+    assert set(models) == {"dense", "twossp"}
+    assert all(len(m["prefill_s"]) == 2 and len(m["decode_tps"]) == 2 for m in models.values())
+    assert models["twossp"]["kv_bytes"] < models["dense"]["kv_bytes"]
+    assert models["twossp"]["flops"] < models["dense"]["flops"]
+    table = (out / "inference_replay.md").read_text()
+    assert "| dense | 0.000 (0.000) |" in table and "| twossp | 0.375 (0.375) |" in table
