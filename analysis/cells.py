@@ -83,6 +83,24 @@ def select(frame: pd.DataFrame, experiment: str | list[str] | None) -> pd.DataFr
     return frame[own | listed]
 
 
+def add_experiment_option(parser) -> None:
+    """``--experiment`` for the analysis commands: once for one experiment's rows, repeated
+    to read several together (:func:`select`); :func:`chosen` gives what ``select`` takes."""
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        help="only rows of this experiment (repeat to read several together, e.g. "
+        "cpu_smollm2_seeds and cpu_smollm2_seeds_authors)",
+    )
+
+
+def chosen(experiments: list[str] | None) -> str | list[str] | None:
+    if experiments is not None and len(experiments) == 1:
+        return experiments[0]
+    return experiments
+
+
 def is_list(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 

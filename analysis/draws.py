@@ -67,7 +67,7 @@ def _spread(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f} (n={n})"
 
 
-def _order(keys: list[tuple]) -> list[tuple]:
+def row_order(keys: list[tuple]) -> list[tuple]:
     rank = {
         "model": {m: i for i, m in enumerate(ordered({k[0] for k in keys}, MODEL_ORDER))},
         "protocol": {p: i for i, p in enumerate(ordered({k[1] for k in keys}, PROTOCOL_ORDER))},
@@ -92,7 +92,7 @@ def draws_table(frame: pd.DataFrame, experiment: str | list[str] | None = None) 
     stats = grouped["value"].agg(["mean", "std", "count"])
     first = rows[rows["calib_seed"] == SEED0].set_index([*ROW, "dataset"])["value"]
     wins = _wins(rows)
-    keys = _order(list(dict.fromkeys(rows[ROW].itertuples(index=False, name=None))))
+    keys = row_order(list(dict.fromkeys(rows[ROW].itertuples(index=False, name=None))))
     labels = [(m, p, sparsity_label(s), meth, w) for m, p, s, meth, w in keys]
     index = pd.MultiIndex.from_tuples(
         labels, names=["model", "protocol", "sparsity", "method", "calibration windows"]

@@ -35,11 +35,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import ablations, inference, intervals  # noqa: E402
+from analysis import ablations, draws, inference, intervals  # noqa: E402
 from analysis.captions import SMOKE_TEST_MODELS  # noqa: E402
 from analysis.cells import (  # noqa: E402
     DENSE,
     AmbiguousCellError,
+    add_experiment_option,
+    chosen,
     select,
     unique_cells,
     with_sparsity,
@@ -280,6 +282,36 @@ def calibration_curve(stats: pd.DataFrame, model: str, protocol: str, path: str 
     return _finish(fig, axes, f"{model} ({protocol}): 2SSP calibration size", Path(path))
 
 
+def draws_strip(rows: pd.DataFrame, model: str, protocol: str, path: str | Path) -> Path:
+    """Perplexity of every calibration draw per method (and budget), draw 0 filled, mean ±
+    std beside; one panel per dataset."""
+    datasets = ordered(rows["dataset"], PPL_DATASETS)
+    fig, axes = _panels(len(datasets))
+    keys = [k[2:] for k in draws.row_order(list(dict.fromkeys(rows[draws.ROW].itertuples(
+        index=False, name=None))))]  # fmt: skip
+    labels = [f"{m} ({w} w)\n{100 * s:g}%" for s, m, w in keys]
+    for ax, name in zip(axes, datasets, strict=True):
+        sub = rows[rows["dataset"] == name]
+        for x, (s, m, w) in enumerate(keys):
+            pts = sub[(sub["sparsity"] == s) & (sub["method"] == m) & (sub["windows"] == w)]
+            if pts.empty:
+                continue
+            first = pts["calib_seed"] == draws.SEED0
+            ax.scatter([x - 0.1] * int((~first).sum()), pts.loc[~first, "value"],
+                       marker="o", facecolors="none", edgecolors="C0")  # fmt: skip
+            ax.scatter([x - 0.1] * int(first.sum()), pts.loc[first, "value"], marker="o",
+                       color="C0", label="draw 0" if x == 0 else None)  # fmt: skip
+            std = pts["value"].std() if len(pts) > 1 else 0.0
+            ax.errorbar(x + 0.1, pts["value"].mean(), yerr=std, marker="s", color="C1",
+                        capsize=3, label="mean ± std" if x == 0 else None)  # fmt: skip
+        ax.set_xticks(range(len(keys)), labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("perplexity (each calibration draw)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3, axis="y")
+    return _finish(fig, axes, f"{model} ({protocol}): calibration draws", Path(path))
+
+
 def _span(values) -> str:
     values = sorted({int(v) for v in values})
     return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
@@ -287,6 +319,11 @@ def _span(values) -> str:
 
 def ablation_plots(frame: pd.DataFrame, out_dir: Path, experiment: str | None) -> list[Path]:
     paths = []
+    if draws.applies(frame, experiment):
+        rows = draws.draw_rows(frame, experiment)
+        for model, protocol, sub in _by_model_protocol(rows):
+            path = out_dir / f"calibration_draws_{model}_{protocol}.png"
+            paths.append(draws_strip(sub, model, protocol, path))
     if ablations.alpha_applies(frame, experiment):
         rows = ablations.alpha_rows(frame, experiment)
         for model, protocol, sub in _by_model_protocol(rows):
@@ -339,8 +376,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
         help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/plots")
-    parser.add_argument("--experiment", default=None, help="only rows of this experiment")
+    add_experiment_option(parser)
     args = parser.parse_args(argv)
+    args.experiment = chosen(args.experiment)
     out = args.out or default_results_dir() / "plots"
     frame = load(args.results)
     try:

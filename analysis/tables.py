@@ -34,7 +34,7 @@ from analysis.builders import (
     time_table,
 )
 from analysis.captions import SMOKE_TEST_MODELS
-from analysis.cells import AmbiguousCellError, select
+from analysis.cells import AmbiguousCellError, add_experiment_option, chosen, select
 from analysis.collect import EXPERIMENTS, default_results_dir, load
 from analysis.order import (
     METHOD_ORDER,
@@ -97,20 +97,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
         help="merged results file (default: $TWOSSP_RESULTS_FILE or results/results.parquet)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/tables")
-    parser.add_argument(
-        "--experiment",
-        action="append",
-        default=None,
-        help="only rows of this experiment (repeat to read several together, e.g. "
-        "cpu_smollm2_seeds and cpu_smollm2_seeds_authors)",
-    )
+    add_experiment_option(parser)
     parser.add_argument("--published", type=Path, default=PUBLISHED)
     parser.add_argument("--only", nargs="+", default=None, help="print only these tables")
     args = parser.parse_args(argv)
     out = args.out or default_results_dir() / "tables"
     frame = load(args.results)
-    if args.experiment is not None and len(args.experiment) == 1:
-        args.experiment = args.experiment[0]
+    args.experiment = chosen(args.experiment)
     if args.experiment is not None and select(frame, args.experiment).empty:
         known = sorted({e for es in frame.get(EXPERIMENTS, []) for e in es} or [])
         print(

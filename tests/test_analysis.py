@@ -857,6 +857,10 @@ def test_tables_cli_reads_several_experiments_together(tmp_path, capsys):
     assert "| m | paper | 37.5% | twossp | 32 | 9.00 |" in out
     tables.main([*args, "--experiment", "seeds"])
     assert "| twossp | 32 |" not in capsys.readouterr().out
+    both = ["--experiment", "seeds", "--experiment", "seeds_big"]
+    pngs = plots.main(["--results", str(merged), "--out", str(tmp_path / "p"), *both])
+    assert [p.name for p in pngs] == ["calibration_draws_m_paper.png", "ablation_calib_m_paper.png"]
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_limit_note_names_the_documents_per_task_and_a_group_per_subtask():
