@@ -37,6 +37,7 @@ from bench.flops import forward_flops
 from twossp.data import token_stream
 from twossp.evaluation.inference import first_window, greedy_generate
 from twossp.evaluation.kv_cache import kv_shape
+from twossp.methods.registry import method_names
 from twossp.modeling import count_params, load_model
 from twossp.plan import PrunePlan
 from twossp.results import members, plan_path, read_runs
@@ -109,7 +110,8 @@ def discover(results: Path, experiments: list[str], model: str, protocol: str) -
             ppl=None if first is None else float(first.value),
             ppl_interval=(None, None) if first is None else (first.ci_low, first.ci_high),
         )
-    return sorted(entries.values(), key=lambda e: (e.method != "dense", e.method, e.sparsity))
+    order = {name: i for i, name in enumerate(method_names())}
+    return sorted(entries.values(), key=lambda e: (order.get(e.method, len(order)), e.sparsity))
 
 
 def rebuild(entry: Entry, base, results: Path, args) -> torch.nn.Module:
@@ -212,7 +214,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only re-render <out>/inference_replay.md from the saved <out>/inference_replay.json",
+    )
     args = p.parse_args(argv)
+    if args.render:
+        saved = json.loads((args.out / "inference_replay.json").read_text())
+        order = {name: i for i, name in enumerate(method_names())}
+        entries = [
+            Entry(**{**m, "ppl_interval": tuple(m["ppl_interval"])}) for m in saved["models"]
+        ]
+        entries.sort(key=lambda e: (order.get(e.method, len(order)), e.sparsity))
+        text = table(entries, saved["meta"])
+        (args.out / "inference_replay.md").write_text(text)
+        print(text)
+        return
     logging.basicConfig(level=logging.INFO, format="[inference_replay] %(message)s")
     torch.set_num_threads(args.threads)
 

@@ -383,3 +383,6 @@ def test_inference_replay_rebuilds_and_times_a_finished_sweep(tmp_path):
     assert models["twossp"]["flops"] < models["dense"]["flops"]
     table = (out / "inference_replay.md").read_text()
     assert "| dense | 0.000 (0.000) |" in table and "| twossp | 0.375 (0.375) |" in table
+    (out / "inference_replay.md").unlink()
+    inference_replay.main(["--experiment", "replay_test", "--out", str(out), "--render"])
+    assert (out / "inference_replay.md").read_text() == table  # re-rendered from the JSON
