@@ -233,7 +233,7 @@ def test_cpu_smollm2_seeds_spans_five_draws_and_the_authors_2ssp_budget():
         for p in _sweep_points("cpu_smollm2_seeds_authors")
     ]
     assert [(s.method, s.calib.seed, s.experiment) for s in authors] == [
-        ("twossp", 0, "cpu_smollm2_seeds_authors")
+        ("twossp", seed, "cpu_smollm2_seeds_authors") for seed in range(5)
     ]
     for s in authors:
         assert s.method_params["n_calib_stage1"] == 32 and s.method_params["score_seqlen"] is None
