@@ -17,6 +17,7 @@ from twossp.evaluation.downstream import (
     DownstreamSpec,
     accuracy_interval,
     lm_eval_record,
+    document_ids,
     save_lm_eval_json,
     spec_from_dict,
     to_metrics,
@@ -254,7 +255,7 @@ def test_stories260k_on_local_stock_tasks_offline(stories):
     spec = DownstreamSpec(
         tasks=["arc_easy", "winogrande", "mmlu"], limit=2, batch_size=64, local_dir=str(TASKS)
     )
-    rows = {(m.metric, m.dataset): m for m in evaluate_tasks(model, tokenizer, spec)}
+    rows = {(m.metric, m.dataset): m for m in evaluate_tasks(model, tokenizer, spec).metrics}
 
     assert set(rows) == {
         ("acc", "arc_easy"),
@@ -277,7 +278,7 @@ def test_stories260k_on_local_stock_tasks_offline(stories):
 @needs_shared()
 @pytest.mark.shared
 @pytest.mark.slow
-def test_per_task_limit_takes_the_first_documents_of_each_task(stories):
+def test_per_task_limit_takes_the_same_seeded_documents_as_an_int_limit(stories):
     from twossp.evaluation.downstream import run_tasks
 
     model, tokenizer = stories
@@ -295,6 +296,18 @@ def test_per_task_limit_takes_the_first_documents_of_each_task(stories):
         rows[("acc", "mmlu_anatomy")].value,
         rows[("acc", "mmlu_anatomy")].variant["stderr"],
     )
+    # every scored document is kept, with its outcome, choices and cluster
+    docs = [d for d in result.documents if d["subtask"] == "mmlu_anatomy"]
+    assert [d["unit"] for d in docs] == document_ids(
+        DownstreamSpec(**common), "mmlu_anatomy", 3, 135
+    )
+    assert [d["unit"] for d in same.documents] == [d["unit"] for d in docs]
+    for d in result.documents:
+        assert d["acc"] in (0.0, 1.0) and len(d["loglik"]) >= 2
+        assert d["acc"] == float(int(np.argmax(d["loglik"])) == d["target"])
+    assert {d["cluster"] for d in docs} == {"mmlu_anatomy"}
+    assert {d["cluster"] for d in result.documents if d["dataset"] == "arc_easy"} == {None}
+    assert sum(d["dataset"] == "arc_easy" for d in result.documents) == 6
 
 
 @needs_shared()
@@ -342,7 +355,46 @@ def test_local_tasks_through_include_path_with_stderr_and_json(stories, tmp_path
     for key in ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better"):
         assert set(tasks) <= set(saved[key]), key
     assert saved["config"]["bootstrap_iters"] == DEFAULT_BOOTSTRAP_ITERS
-    assert saved["config"]["limit"] == 4
+    assert saved["config"]["limit"] is None  # documents handed over by id (samples)
+    ids = sorted(d["unit"] for d in result.documents if d["dataset"] == "arc_easy")
+    assert ids == document_ids(spec, "arc_easy", 4, 2376)
     for task in tasks:
         assert isinstance(saved["results"][task]["acc_stderr,none"], float)
     assert saved["n-samples"]["mmlu_anatomy"]["effective"] == 4
+
+
+def test_a_limit_keeps_a_seeded_random_sample_of_the_whole_split():
+    spec = DownstreamSpec(seed=7)
+    ids = document_ids(spec, "piqa", 100, 1838)
+    assert len(set(ids)) == 100 and ids == sorted(ids)
+    assert ids == document_ids(DownstreamSpec(seed=7), "piqa", 100, 1838)  # every method alike
+    assert ids != document_ids(DownstreamSpec(seed=8), "piqa", 100, 1838)
+    assert ids != document_ids(spec, "arc_easy", 100, 1838)  # each task its own draw
+    assert max(ids) > 1838 // 2  # spread over the split, not its first documents
+    assert document_ids(spec, "piqa", 0.01, 1838) == document_ids(spec, "piqa", 19, 1838)
+    assert document_ids(spec, "piqa", 5000, 1838) == list(range(1838))
+    first = DownstreamSpec(sample="first")
+    assert document_ids(first, "piqa", 5, 1838) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="downstream.sample"):
+        DownstreamSpec(sample="head").check()
+
+
+def test_winogrande_twins_hellaswag_activities_and_mmlu_subjects_are_clusters():
+    from twossp.evaluation.clusters import clusters
+
+    wino = [
+        {"option1": "Sarah", "option2": "Maria"},
+        {"option1": "Sarah", "option2": "Maria"},
+        {"option1": "bed", "option2": "blanket"},
+        {"option1": "Sarah", "option2": "Maria"},
+    ]
+    assert clusters("winogrande", wino) == [
+        "winogrande:twins@0",
+        "winogrande:twins@0",
+        "winogrande:twins@2",
+        "winogrande:twins@3",  # the same names later: another pair
+    ]
+    swag = [{"activity_label": "Clean and jerk"}, {"activity_label": "Clean and jerk"}]
+    assert clusters("hellaswag", swag) == ["hellaswag:Clean and jerk"] * 2
+    assert clusters("mmlu_anatomy", [{}, {}]) == ["mmlu_anatomy"] * 2
+    assert clusters("arc_easy", [{}, {}]) == [None, None]

@@ -12,6 +12,8 @@ import torch
 
 from tests.conftest import needs_shared, run_spec
 from twossp.data import MissingDatasetError
+from twossp.evaluation.perplexity import window_index
+from twossp.items import items_path, read_items
 from twossp.modeling import ModelSpec, count_params, load_model
 from twossp.pipeline import prepare, run
 from twossp.plan import PrunePlan
@@ -46,6 +48,17 @@ def test_twossp_run_records_everything(tmp_path):
     assert variant["seqlen"] == 512 and variant["windows"] == 8  # capped at the context
     plan = PrunePlan.load(plan_path(tmp_path, spec.config_hash))
     assert plan.info["n_attn"] == len(plan.attention) >= 1
+    # every scored window kept, spread over the stream, its NLL as in the row
+    items = read_items(items_path(tmp_path, spec.config_hash))
+    assert (items.kind == "window").all() and len(items) == 3 * 8
+    for ds, rows_of in items.groupby("dataset"):
+        row = rows[rows.dataset == ds].iloc[0]
+        assert rows_of.nll.tolist() == json.loads(row.variant)["window_nll"]
+        assert rows_of.unit.tolist() == window_index(
+            json.loads(row.variant)["windows_available"], 8
+        )
+        assert (rows_of.offset == rows_of.unit * 512).all() and (rows_of.tokens == 511).all()
+    assert json.loads(row.variant)["window_sample"] == "spread"
     assert run(spec).status == "skipped"
 
 

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from tests.conftest import needs_shared, run_spec
-from twossp.evaluation.perplexity import perplexity, ppl_interval, t_quantile, windows
+from twossp.evaluation.perplexity import (
+    perplexity,
+    ppl_interval,
+    t_quantile,
+    window_index,
+    windows,
+)
 
 
 class _Uniform(nn.Module):
@@ -64,6 +70,31 @@ def test_windows_drop_remainder_and_cap():
     assert windows(ids, 30, max_windows=2).shape == (2, 30)
     with pytest.raises(ValueError, match="fewer than one window"):
         windows(ids, 200)
+
+
+def test_fewer_windows_are_spread_over_the_whole_stream():
+    # the middle window of each of k equal strata, never the first k
+    assert window_index(100, 4) == [12, 37, 62, 87]
+    assert window_index(10, 3) == [1, 5, 8]
+    assert window_index(5, None) == window_index(5, 9) == [0, 1, 2, 3, 4]
+    assert window_index(100, 4, "first") == [0, 1, 2, 3]
+    spread = window_index(1000, 48)
+    assert len(set(spread)) == 48 and spread[0] < 1000 // 48 and spread[-1] > 1000 - 1000 // 48
+    ids = torch.arange(100)  # window w holds tokens 10w .. 10w+9
+    assert windows(ids, 10, max_windows=2)[:, 0].tolist() == [20, 70]
+    assert windows(ids, 10, max_windows=2, sample="first")[:, 0].tolist() == [0, 10]
+    with pytest.raises(ValueError, match="spread, first|one of"):
+        window_index(10, 2, "random")
+
+
+def test_result_names_the_windows_it_scored():
+    ids = torch.arange(10).repeat_interleave(16)  # window w: sixteen tokens equal to w
+    res = perplexity(
+        _PerWindow(10, [0.1 * (w + 1) for w in range(10)]), ids, 16, 1, 3, progress=False
+    )
+    assert res.window_index == [1, 5, 8]
+    expected = [-math.log(0.1 * (w + 1)) for w in (1, 5, 8)]
+    assert res.window_nll == pytest.approx(expected, rel=1e-5)
 
 
 class _PerWindow(_Uniform):

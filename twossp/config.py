@@ -184,6 +184,7 @@ def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
         seqlen=_number(cfg, "eval.seqlen", int),
         batch_size=cfg.eval.batch_size,  # int or "auto": checked in prepare
         max_windows=None if cfg.eval.max_windows is None else _number(cfg, "eval.max_windows", int),
+        window_sample=str(cfg.eval.get("window_sample", "spread")),
         downstream=_downstream(cfg.eval.get("downstream")),
         inference=_inference(cfg.eval),
     )

@@ -26,13 +26,14 @@ from twossp import sparsity as sp
 from twossp.calibration_windows import as_reading, windows_read, with_fewer_windows
 from twossp.data import CalibrationSpec, calibration_samples, token_stream
 from twossp.devices import check_device, use_threads
-from twossp.evaluation.perplexity import perplexity, windows
+from twossp.evaluation.perplexity import WINDOW_SAMPLES, perplexity, windows
 from twossp.evaluation.runtime import (
     PeakMemory,
     parse_batch_size,
     resolve_batch_size,
     track_peak_memory,
 )
+from twossp.items import items_path, window_items, write_items
 from twossp.methods import PruneContext, PruningMethod
 from twossp.modeling import check_model, load_model, load_tokenizer, save_pruned
 from twossp.results import (
@@ -115,7 +116,7 @@ def prepare(spec: RunSpec) -> Prepared:
     for ds in spec.eval.datasets:  # tokenized once: token_stream memoises what evaluate reads
         ids, _ = token_stream(tokenizer, ds, eval_seqlen)
         try:
-            windows(ids, eval_seqlen, spec.eval.max_windows)
+            windows(ids, eval_seqlen, spec.eval.max_windows, spec.eval.window_sample)
         except ValueError as exc:
             raise ValueError(f"dataset {ds.name!r}: {exc}") from None
     tasks = None
@@ -131,6 +132,11 @@ def _check_eval_settings(evaluation: EvalSpec) -> None:
         raise ValueError(f"eval.seqlen must be >= 2 (one prediction), got {evaluation.seqlen}")
     if evaluation.max_windows is not None and evaluation.max_windows < 1:
         raise ValueError(f"eval.max_windows must be >= 1 or null, got {evaluation.max_windows}")
+    if evaluation.window_sample not in WINDOW_SAMPLES:
+        raise ValueError(
+            f"eval.window_sample must be one of {', '.join(WINDOW_SAMPLES)}, "
+            f"got {evaluation.window_sample!r}"
+        )
     parse_batch_size(evaluation.batch_size)
 
 
@@ -201,12 +207,13 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         prune_seconds,
     )
     with track_peak_memory() as eval_peak:
-        metrics = evaluate(model, ready, spec)
+        metrics, items = evaluate(model, ready, spec)
     metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
     # After the eval phase's peak is read: the prefill's own peak resets CUDA's counter.
     metrics.extend(inference_metrics(model, ready, spec))
     frame = to_frame(_record(spec, method, ready, before, after, achieved, prune_seconds), metrics)
-    write_run(frame, path)
+    write_items(items, items_path(spec.results_dir, spec.config_hash), spec.config_hash)
+    write_run(frame, path)  # last: the run file marks the run finished
     if spec.save_model_dir is not None:
         save_pruned(model, spec.save_model_dir, ready.tokenizer)
     if tracker is not None:
@@ -327,8 +334,10 @@ def inference_metrics(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
     return measure(model, window, spec.eval.inference, source)
 
 
-def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
-    metrics = []
+def evaluate(model, ready: Prepared, spec: RunSpec) -> tuple[list[Metric], list[dict]]:
+    """The run's metric rows and its per-unit outcomes (windows, documents: twossp.items)."""
+    metrics: list[Metric] = []
+    items: list[dict] = []
     seqlen = ready.eval_seqlen
     batch_size = resolve_batch_size(spec.eval.batch_size, model, seqlen)
     for ds in spec.eval.datasets:
@@ -341,6 +350,7 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
             spec.eval.max_windows,
             desc=f"ppl {ds.name}",
             progress=spec.progress,
+            sample=spec.eval.window_sample,
         )
         variant = {
             **variant,
@@ -350,6 +360,8 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
             "max_windows": spec.eval.max_windows,
             "tokens": res.tokens,
         }
+        if spec.eval.max_windows is not None:
+            variant["window_sample"] = spec.eval.window_sample
         log.debug("ppl %s = %.3f (%d windows of %d)", ds.name, res.ppl, res.windows, seqlen)
         metrics.append(  # window NLLs at full precision, so intervals can be recomputed
             Metric(
@@ -361,11 +373,12 @@ def evaluate(model, ready: Prepared, spec: RunSpec) -> list[Metric]:
                 ci_high=res.ci_high,
             )
         )
+        items.extend(window_items(ds.name, res))
     if spec.eval.downstream is not None:
         from twossp.evaluation.downstream import evaluate_tasks
 
         record = lm_eval_path(spec.results_dir, spec.config_hash)
-        metrics.extend(
-            evaluate_tasks(model, ready.tokenizer, spec.eval.downstream, record, ready.tasks)
-        )
-    return metrics
+        result = evaluate_tasks(model, ready.tokenizer, spec.eval.downstream, record, ready.tasks)
+        metrics.extend(result.metrics)
+        items.extend(result.documents)
+    return metrics, items

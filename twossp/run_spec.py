@@ -39,6 +39,8 @@ class EvalSpec:
     seqlen: int = 2048
     batch_size: int | str = 8  # or "auto": sized to free GPU memory (8 on CPU)
     max_windows: int | None = None
+    # Which max_windows windows: "spread" evenly over the stream, or the "first" ones.
+    window_sample: str = "spread"
     downstream: object | None = None
     # Inference costs of the evaluated model (eval.inference=true): an InferenceSpec, or None.
     inference: object | None = None
@@ -105,6 +107,8 @@ class RunSpec:
                 "downstream": downstream_identity(self.eval.downstream),
             },
         }
+        if self.eval.max_windows is not None:  # which windows, when not all of them
+            view["eval"]["window_sample"] = self.eval.window_sample
         if self.eval.inference is not None:  # only when on: hashes of runs without it stay
             view["eval"]["inference"] = self.eval.inference.identity()
         if method.uses_sparsity:

@@ -25,7 +25,17 @@ group (MMLU) the group's size-weighted ``acc``. Where lm-eval gives a standard e
 also carries the 95% normal interval ``value ± 1.96 · stderr``, clipped to [0, 1], as
 ``ci_low`` / ``ci_high``. Standard errors are always computed when ``limit``
 subsamples the tasks (see :attr:`DownstreamSpec.stderr_iters`). :func:`run_tasks` also
-returns lm-eval's whole output, JSON-ready, for :func:`save_lm_eval_json`.
+returns lm-eval's whole output, JSON-ready, for :func:`save_lm_eval_json`, and every
+document's outcome (:attr:`DownstreamResult.documents`, rows of :mod:`twossp.items`): which
+choice was right, each choice's log-likelihood, the document's cluster.
+
+Subsampling. With ``limit`` set, each leaf task's documents are a seeded random sample
+(``sample="random"``, the default: ``limit`` document ids drawn without replacement from the
+whole split with ``random.Random(f"{seed}:{leaf}")``, in id order), handed to lm-eval as its
+``samples``, so every method is scored on the same documents and they are spread over the
+split instead of its first ones (WinoGrande's first 100 hold 23 twin pairs, HellaSwag's 14
+contexts of one activity). ``sample="first"`` takes the first ``limit`` documents (older
+records). Without ``limit`` every document is scored, the paper's protocol.
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
+from twossp.evaluation.clusters import clusters
 from twossp.evaluation.local_tasks import load_tasks, local_data_files, task_manager
 from twossp.extras import require
 from twossp.io import atomic_write_text
@@ -46,6 +58,7 @@ log = logging.getLogger(__name__)
 
 PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
 METRICS = ("acc", "acc_norm")
+SAMPLES = ("random", "first")  # how `limit` picks documents
 # Standard errors when `limit` subsamples and bootstrap_iters is 0. acc / acc_norm aggregate
 # by mean, whose stderr lm-eval computes in closed form (any positive count switches it on);
 # the count only matters for metrics lm-eval bootstraps (median, f1, bleu...), where its own
@@ -63,9 +76,10 @@ class DownstreamSpec:
         num_fewshot: shots per prompt; 0 is the paper's zero-shot setting.
         limit: at most this many documents per (sub)task (an int, or a fraction < 1);
             ``None`` evaluates everything. MMLU's limit applies to each of its 57 subjects.
-            A dict ``{task: documents}`` naming every task sets one limit per task (the
-            first documents of each, as an int limit takes them; passed to lm-eval as
-            ``samples``), so small tasks can get more documents than MMLU's subjects.
+            A dict ``{task: documents}`` naming every task sets one limit per task, so
+            small tasks can get more documents than MMLU's subjects.
+        sample: which documents a ``limit`` keeps: ``"random"`` (a sample seeded by
+            ``seed`` and the leaf task's name, the same for every model) or ``"first"``.
         batch_size: lm-eval batch size (an int or ``"auto"``).
         local_dir: folder of hub-schema jsonl files, one sub-folder per task; ``None`` reads
             the hub.
@@ -82,6 +96,7 @@ class DownstreamSpec:
     local_dir: str | None = None
     bootstrap_iters: int = 0
     seed: int = 1234
+    sample: str = "random"
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -118,6 +133,10 @@ class DownstreamSpec:
             self._check_limits()
         elif self.limit is not None and self.limit <= 0:
             raise ValueError(f"downstream.limit must be positive or null, got {self.limit}")
+        if self.sample not in SAMPLES:
+            raise ValueError(
+                f"downstream.sample must be one of {', '.join(SAMPLES)}, got {self.sample!r}"
+            )
         if self.bootstrap_iters < 0:
             raise ValueError(f"downstream.bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
         if self.local_dir is not None:
@@ -140,6 +159,7 @@ class DownstreamResult:
 
     metrics: list[Metric]
     lm_eval: dict
+    documents: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -163,17 +183,30 @@ def prepare_tasks(spec: DownstreamSpec) -> PreparedTasks:
     return PreparedTasks(manager, built, leaves)
 
 
+def _kept(limit: int | float, available: int) -> int:
+    """How many of ``available`` documents a limit keeps (a fraction as lm-eval rounds it)."""
+    return min(available, math.ceil(available * limit) if limit < 1 else int(limit))
+
+
+def document_ids(spec: DownstreamSpec, leaf: str, limit, available: int) -> list[int]:
+    """The ids of the documents of ``leaf`` that ``limit`` keeps (see :attr:`sample`)."""
+    k = _kept(limit, available)
+    if spec.sample == "first":
+        return list(range(k))
+    return sorted(random.Random(f"{spec.seed}:{leaf}").sample(range(available), k))
+
+
 def _samples(spec: DownstreamSpec, prepared: PreparedTasks) -> dict[str, list[int]] | None:
-    """lm-eval's ``samples`` for a per-task limit: the first documents of every leaf."""
-    if not isinstance(spec.limit, dict):
+    """lm-eval's ``samples`` (document ids per leaf task) for a ``limit``; None for all."""
+    if spec.limit is None:
         return None
     if set(prepared.leaves) != set(spec.tasks):
         raise ValueError(
-            f"a per-task limit needs the leaves of every task from prepare_tasks; have "
+            f"a limit needs the leaves of every task from prepare_tasks; have "
             f"{sorted(prepared.leaves)}, tasks {spec.tasks}"
         )
     return {
-        leaf: list(range(min(spec.limit[name], len(task.eval_docs))))
+        leaf: document_ids(spec, leaf, spec.limit_of(name), len(task.eval_docs))
         for name, leaves in prepared.leaves.items()
         for leaf, task in leaves.items()
     }
@@ -196,10 +229,9 @@ def run_tasks(
             lm,
             tasks=built,
             num_fewshot=spec.num_fewshot,
-            limit=None if isinstance(spec.limit, dict) else spec.limit,
             samples=_samples(spec, prepared),
             bootstrap_iters=spec.stderr_iters,
-            log_samples=False,
+            log_samples=True,  # each document's outcome: documents()
             task_manager=manager,  # passes the built tasks through
             random_seed=spec.seed,
             numpy_random_seed=spec.seed,
@@ -208,7 +240,40 @@ def run_tasks(
         )
     finally:
         model.train(was_training)
-    return DownstreamResult(to_metrics(out, spec), lm_eval_record(out))
+    return DownstreamResult(
+        to_metrics(out, spec), lm_eval_record(out), documents(out, spec, prepared)
+    )
+
+
+def documents(out: dict, spec: DownstreamSpec, prepared: PreparedTasks) -> list[dict]:
+    """Each scored document's outcome from lm-eval's logged samples, as item rows."""
+    rows = []
+    for name in spec.tasks:
+        for leaf, task in prepared.leaves.get(name, {}).items():
+            logged = (out.get("samples") or {}).get(leaf, [])
+            if not logged:
+                continue
+            cluster = clusters(leaf, task.eval_docs)
+            for sample in logged:
+                doc_id = int(sample["doc_id"])
+                rows.append(
+                    {
+                        "kind": "document",
+                        "dataset": name,
+                        "subtask": leaf,
+                        "unit": doc_id,
+                        "acc": _finite(sample.get("acc")),
+                        "acc_norm": _finite(sample.get("acc_norm")),
+                        "target": _target(sample.get("target")),
+                        "loglik": [float(r[0]) for r in sample.get("filtered_resps", [])],
+                        "cluster": cluster[doc_id],
+                    }
+                )
+    return rows
+
+
+def _target(value) -> int | None:
+    return int(value) if isinstance(value, int) or str(value).isdigit() else None
 
 
 def evaluate_tasks(
@@ -217,12 +282,12 @@ def evaluate_tasks(
     spec: DownstreamSpec,
     lm_eval_json: str | Path | None = None,
     prepared: PreparedTasks | None = None,
-) -> list[Metric]:
-    """:func:`run_tasks`'s rows; lm-eval's full output is saved to ``lm_eval_json`` if given."""
+) -> DownstreamResult:
+    """:func:`run_tasks`; lm-eval's full output is saved to ``lm_eval_json`` if given."""
     result = run_tasks(model, tokenizer, spec, prepared)
     if lm_eval_json is not None:
         save_lm_eval_json(result.lm_eval, lm_eval_json)
-    return result.metrics
+    return result
 
 
 def _leaves(out: dict, name: str) -> list[str]:
@@ -269,7 +334,7 @@ def to_metrics(out: dict, spec: DownstreamSpec) -> list[Metric]:
                 rows.append(
                     Metric(metric, task, float(value), row_variant, ci_low=low, ci_high=high)
                 )
-                log.info("%s %s = %.4f +- %s (%d samples)", metric, task, value, stderr, samples)
+                log.debug("%s %s = %.4f +- %s (%d samples)", metric, task, value, stderr, samples)
     return rows
 
 

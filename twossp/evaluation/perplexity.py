@@ -4,6 +4,13 @@ The evaluation split is joined into one token stream, cut into non-overlapping w
 ``seqlen`` tokens (the remainder is dropped) and scored with teacher forcing;
 perplexity is ``exp`` of the token-weighted mean NLL over all windows.
 
+Fewer windows (``max_windows``). By default (``sample="spread"``) the ``k`` windows scored are
+spread evenly over the whole stream, the middle window of each of ``k`` equal strata
+(:func:`window_index`), so a quick evaluation reads every part of the corpus instead of its
+first article or two; ``sample="first"`` takes the leading windows (older records). Which
+windows were scored is kept (:attr:`PerplexityResult.window_index`), so two runs scored on the
+same windows can be compared window by window.
+
 Uncertainty. Each window's mean NLL is kept (:attr:`PerplexityResult.window_nll`). The
 interval is a Student-t interval on the mean window NLL, mapped through ``exp``:
 ``exp(m ± t_{0.975, n-1} · s / sqrt(n))`` with ``m``, ``s`` the mean and sample standard
@@ -48,6 +55,8 @@ class PerplexityResult:
         windows: windows scored.
         seqlen: tokens per window.
         window_nll: mean NLL (nats per token) of each window, in stream order.
+        window_index: the position of each scored window in the stream (window ``i`` starts
+            at token ``i * seqlen``), in the order of ``window_nll``.
         ci_low, ci_high: the 95% interval of ``ppl`` (:func:`ppl_interval`); ``None`` with
             a single window.
     """
@@ -57,19 +66,37 @@ class PerplexityResult:
     windows: int
     seqlen: int
     window_nll: list[float] = field(default_factory=list)
+    window_index: list[int] = field(default_factory=list)
     ci_low: float | None = None
     ci_high: float | None = None
 
 
-def windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
-    """Cut a 1-D token stream into ``[n, seqlen]`` non-overlapping windows."""
+WINDOW_SAMPLES = ("spread", "first")
+
+
+def window_index(available: int, max_windows: int | None, sample: str = "spread") -> list[int]:
+    """The windows scored out of ``available``: all of them without ``max_windows``; else
+    ``max_windows`` of them, spread evenly (the middle of each of ``max_windows`` equal strata)
+    or the first ones (``sample="first"``)."""
+    if sample not in WINDOW_SAMPLES:
+        raise ValueError(f"window sample must be one of {WINDOW_SAMPLES}, got {sample!r}")
+    k = available if max_windows is None else min(available, max_windows)
+    if sample == "first" or k == available:
+        return list(range(k))
+    return [(2 * i + 1) * available // (2 * k) for i in range(k)]
+
+
+def windows(
+    ids: torch.Tensor, seqlen: int, max_windows: int | None = None, sample: str = "spread"
+) -> torch.Tensor:
+    """Cut a 1-D token stream into non-overlapping windows of ``seqlen`` tokens and keep the
+    :func:`window_index` ones: ``[n, seqlen]``."""
     ids = ids.reshape(-1)
-    n = ids.numel() // seqlen
-    if max_windows is not None:
-        n = min(n, max_windows)
-    if n == 0:
+    available = ids.numel() // seqlen
+    if available == 0:
         raise ValueError(f"only {ids.numel()} tokens, fewer than one window of {seqlen}")
-    return ids[: n * seqlen].view(n, seqlen)
+    index = window_index(available, max_windows, sample)
+    return ids[: available * seqlen].view(available, seqlen)[index]
 
 
 def _t_central(t: float, df: int) -> float:
@@ -144,9 +171,12 @@ def perplexity(
     max_windows: int | None = None,
     desc: str = "perplexity",
     progress: bool = True,
+    sample: str = "spread",
 ) -> PerplexityResult:
-    """Perplexity of ``model`` on the token stream ``ids``, with each window's NLL."""
-    chunks = windows(ids, seqlen, max_windows)
+    """Perplexity of ``model`` on the token stream ``ids``, with each window's NLL (the
+    windows of :func:`windows`: all, or ``max_windows`` picked by ``sample``)."""
+    chunks = windows(ids, seqlen, max_windows, sample)
+    index = window_index(ids.numel() // seqlen, max_windows, sample)
     device = input_device(model)
     total_nll, total_tokens = 0.0, 0
     window_nll: list[float] = []
@@ -169,6 +199,7 @@ def perplexity(
         windows=len(chunks),
         seqlen=seqlen,
         window_nll=window_nll,
+        window_index=index,
         ci_low=low,
         ci_high=high,
     )
