@@ -13,8 +13,11 @@
 
 Each takes one experiment's rows (:func:`analysis.cells.select`) and needs one configuration
 per cell (:func:`analysis.cells.unique_cells` raises :class:`AmbiguousCellError` otherwise).
-Perplexity cells show their 95% interval, accuracy cells lm-eval's standard error; bold and
-tied marks follow :mod:`analysis.intervals`. ``(paper)`` columns appear only when the
+Perplexity cells show their 95% interval, accuracy cells lm-eval's standard error
+(:mod:`analysis.intervals`); bold and tied marks come from paired tests on the units the runs
+share (:mod:`analysis.verdicts`: per-unit outcomes, ``items``), never from overlapping
+intervals, and a table without shared units marks nothing. Pruning time keeps the plain rule
+(fastest wins, equal times tie). ``(paper)`` columns appear only when the
 published numbers (:mod:`analysis.published`) hold one for some cell; the notes come from
 :mod:`analysis.captions`.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import intervals
+from analysis import intervals, verdicts
 from analysis.captions import (
     achieved_note,
     calib_note,
@@ -72,19 +75,9 @@ def with_paper(ours: dict, paper: dict, index, base_cols, names) -> pd.DataFrame
     return frame_of(cells, index, cols, names)
 
 
-def frame_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
-    """A frame shaped like ``values`` holding ``cells`` (``{(row, col): value}``, ``col``
-    without the ``ours`` level) under the ``ours`` columns, NaN elsewhere."""
-    out = pd.DataFrame(np.nan, index=values.index, columns=values.columns, dtype=float)
-    for (row, col), v in cells.items():
-        key = (*col, OURS)
-        if row in out.index and key in out.columns:
-            out.loc[row, key] = v
-    return out
-
-
 def text_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
-    """Like :func:`frame_like` for preformatted text (empty where not given)."""
+    """A frame shaped like ``values`` holding preformatted ``cells`` (``{(row, col): text}``,
+    ``col`` without the ``ours`` level) under the ``ours`` columns, empty elsewhere."""
     out = pd.DataFrame("", index=values.index, columns=values.columns, dtype=object)
     for (row, col), v in cells.items():
         key = (*col, OURS)
@@ -94,6 +87,16 @@ def text_like(values: pd.DataFrame, cells: dict) -> pd.DataFrame:
 
 
 # --- the tables ---------------------------------------------------------------------------
+
+PPL_TEST = (
+    "a sign-flip permutation test on the per-window difference of log perplexity (exact "
+    "up to 20 windows, else 9999 seeded random flips)"
+)
+ACC_TEST = (
+    "McNemar's exact test on the shared documents (where documents come in clusters, the "
+    "larger of it and a cluster-robust Wald p; avg: a Wald test on the mean of the tasks' "
+    "paired differences)"
+)
 
 
 def _metric_rows(frame: pd.DataFrame, experiment: str | None, metric: str) -> pd.DataFrame:
@@ -107,9 +110,13 @@ def perplexity_table(
     sparsities=None,
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
+    items: pd.DataFrame | verdicts.Units | None = None,
 ) -> Table:
     """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns; each
-    value with its 95% interval where the row has one."""
+    value with its 95% interval where the row has one.
+
+    ``items``: the per-unit outcomes (:func:`analysis.collect.load_items`) that the paired
+    verdicts read; without them only rows that kept their window NLLs can be paired."""
     name = "table1_ppl"
     rows = _metric_rows(frame, experiment, "ppl")
     rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
@@ -119,27 +126,34 @@ def perplexity_table(
     pruned = rows[rows["method"] != DENSE]
     sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
     index = row_index(rows)
-    ours, low, high, text = {}, {}, {}, {}
-    for r in rows[[*ROW_KEY, "sparsity", "dataset", "value", "lo", "hi"]].itertuples(index=False):
+    ours, text, runs = {}, {}, {}
+    fields = [*ROW_KEY, "sparsity", "dataset", "value", "lo", "hi", "config_hash", "metric"]
+    for r in rows[[*fields, "variant"]].itertuples(index=False):
         for s in sparsities if r.method == DENSE else [r.sparsity]:
             if s in sparsities and r.dataset in datasets:
                 key = ((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))
-                ours[key], low[key], high[key] = r.value, r.lo, r.hi
+                ours[key], runs[key] = r.value, (verdicts.Run.of(r),)
                 text[key] = intervals.interval_text(r.value, r.lo, r.hi)
     base = [(sparsity_label(s), d) for s in sparsities for d in datasets]
     points = {(sparsity_label(s), d): (s, "ppl", d) for s in sparsities for d in datasets}
     pub = load_published() if published is None else published
     values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
-    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), True)
+    marks = verdicts.paired_marks(values, runs, verdicts.as_units(items), lower_is_better=True)
     has = rows["lo"].notna().any()
-    how = "[low, high]: the 95% interval recorded with each row" if has else None
+    how = " [low, high]: the 95% interval recorded with each row." if has else ""
     notes = [
-        f"Perplexity (lower is better); {intervals.marks_note(how, bool(tied.any().any()))} "
-        "Dense: the unpruned model (one run), repeated under each sparsity."
+        f"Perplexity (lower is better).{how} Dense: the unpruned model (one run), repeated "
+        "under each sparsity.",
+        *verdicts.marks_notes(
+            marks, "window", PPL_TEST, "(≥1.23x): the perplexity ratio it could have detected"
+        ),
     ]
     notes += [n for n in (achieved_note(rows), combined) if n] + context_notes(rows)
     table_text = text_like(values, text) if has else None
-    return Table(name, "Table 1: perplexity", values, best, 2, notes, table_text, tied)
+    return Table(
+        name, "Table 1: perplexity", values, marks.best, 2, notes, table_text, marks.tied,
+        marks.suffix,
+    )  # fmt: skip
 
 
 def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str):
@@ -177,10 +191,12 @@ def downstream_table(
     metric: str = "acc",
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
+    items: pd.DataFrame | verdicts.Units | None = None,
 ) -> Table:
     """Table 2: accuracy (percent) per task and their mean at one sparsity, ± lm-eval's
     standard error where recorded. ``metric="acc_norm"`` gives the length-normalised
-    accuracy of the tasks lm-eval reports it for (``table2_downstream_acc_norm``)."""
+    accuracy of the tasks lm-eval reports it for (``table2_downstream_acc_norm``).
+    ``items``: the per-unit outcomes the paired verdicts read (none: no verdict)."""
     name = "table2_downstream" if metric == "acc" else f"table2_downstream_{metric}"
     rows = _metric_rows(frame, experiment, metric)
     rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
@@ -189,11 +205,13 @@ def downstream_table(
     rows = intervals.with_bounds(rows)
     tasks = list(tasks or ordered(rows["dataset"], TASKS))
     index = row_index(rows)
-    ours, errors = {}, {}
-    for r in rows[[*ROW_KEY, "dataset", "value", "se"]].itertuples(index=False):
+    ours, errors, runs = {}, {}, {}
+    fields = [*ROW_KEY, "dataset", "value", "se", "config_hash", "metric", "variant"]
+    for r in rows[fields].itertuples(index=False):
         if r.dataset in tasks:
             key = ((r.model, r.protocol, r.method), (r.dataset,))
             ours[key], errors[key] = 100 * r.value, 100 * r.se
+            runs[key] = (verdicts.Run.of(r),)
     pub = load_published() if published is None else published
     paper = paper_values(pub, index, {(t,): (sparsity, metric, t) for t in tasks})
     paper = {k: 100 * v for k, v in paper.items()}
@@ -206,22 +224,18 @@ def downstream_table(
                     errors[(row, ("avg",))] = intervals.mean_stderr(
                         errors[(row, (t,))] for t in tasks
                     )
+                    runs[(row, ("avg",))] = tuple(runs[(row, (t,))][0] for t in tasks)
     values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], ROW_KEY)
-    z = intervals.Z95
-    low = {k: max(ours[k] - z * se, 0.0) for k, se in errors.items()}
-    high = {k: min(ours[k] + z * se, 100.0) for k, se in errors.items()}
-    best, tied = intervals.marks(values, frame_like(values, low), frame_like(values, high), False)
+    marks = verdicts.paired_marks(values, runs, verdicts.as_units(items), lower_is_better=False)
     has = any(not np.isnan(se) for se in errors.values())
     text = {k: intervals.stderr_text(ours[k], se) for k, se in errors.items()}
-    how = (
-        "± lm-eval's standard error (avg: sqrt(sum se^2) / tasks), 95% interval ± 1.96 se"
-        if has
-        else None
-    )
+    how = " ± lm-eval's standard error (avg: sqrt(sum se^2) / tasks)." if has else ""
     notes = [
         f"Accuracy ({metric}, %) at {sparsity_label(sparsity)} sparsity (higher is "
-        "better); avg = mean over the tasks, shown when all are present; "
-        + intervals.marks_note(how, bool(tied.any().any()))
+        f"better); avg = mean over the tasks, shown when all are present.{how}",
+        *verdicts.marks_notes(
+            marks, "document", ACC_TEST, "(≥4.1 pts): the accuracy difference in points"
+        ),
     ]
     notes += smoke_note(rows) + limit_notes(rows)
     notes += [n for n in (combined, calib_note(rows), runs_note(rows)) if n]
@@ -230,11 +244,12 @@ def downstream_table(
         f"Table 2: downstream accuracy{'' if metric == 'acc' else f' ({metric})'} at "
         f"{sparsity_label(sparsity)} sparsity",
         values,
-        best,
+        marks.best,
         2,
         notes,
         text_like(values, text) if has else None,
-        tied,
+        marks.tied,
+        marks.suffix,
     )
 
 
@@ -257,7 +272,7 @@ def time_table(
         "evaluation excluded; compare only runs on the same hardware."
     ] + [n for n in (runs_note(runs),) if n]
     notes += threads_note(runs)
-    best, tied = intervals.marks(values, None, None, True)
+    best, tied = intervals.marks(values, lower_is_better=True)
     if tied.any().any():
         notes[0] += f" {intervals.TIE_MARK}: equal fastest times."
     return Table(name, "Pruning time (seconds)", values, best, 2, notes, None, tied)

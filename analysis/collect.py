@@ -12,6 +12,12 @@ and adds two columns the per-run files do not hold:
 - ``plan_n_attn``: attention submodules a 2SSP run removed (``info.n_attn`` of its plan,
   ``<results_dir>/plans/<config_hash>.json``), null where there is no such plan.
 
+The kept runs' per-unit outcomes (``<results_dir>/items/<config_hash>.parquet``,
+:mod:`twossp.items`: each window's NLL, each document's outcome) are merged into a sibling
+file, ``results_items.parquet`` beside ``results.parquet`` (:func:`items_file`), with the
+same columns, for the config hashes kept only, each from the folder whose run was kept; the
+paired comparisons read it (:func:`load_items`, an empty frame when it is absent).
+
 A file that cannot be read is skipped and named in one warning line; the final line counts
 them. The merged file is written atomically.
 
@@ -32,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twossp.io import atomic_write
+from twossp.items import ITEM_COLUMNS, ITEM_SCHEMA, items_path
 from twossp.results import (
     COLUMNS,
     arrow_table,
@@ -63,12 +70,21 @@ def results_file(results_dir: Path | None = None) -> Path:
     return Path(env) if env else (results_dir or default_results_dir()) / "results.parquet"
 
 
+def items_file(results_path: str | Path | None = None) -> Path:
+    """The merged per-unit outcomes beside a merged results file:
+    ``results.parquet`` -> ``results_items.parquet``."""
+    path = Path(results_path) if results_path is not None else results_file()
+    return path.with_name(f"{path.stem}_items{path.suffix}")
+
+
 @dataclass
 class Collected:
-    """The merged rows and the files that could not be read."""
+    """The merged rows, the kept runs' per-unit outcomes (an arrow table of
+    :data:`twossp.items.ITEM_SCHEMA`) and the files that could not be read."""
 
     frame: pd.DataFrame
     skipped: list[Path] = field(default_factory=list)
+    items: pa.Table = field(default_factory=ITEM_SCHEMA.empty_table)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -163,8 +179,8 @@ def merge(results_dirs: list[str | Path]) -> Collected:
     """Read and merge the runs under ``results_dirs`` (nothing written)."""
     dirs = [Path(d) for d in results_dirs]
     skipped: list[Path] = []
-    frames = [_read_folder(d, skipped) for d in dirs]
-    frames = [f for f in frames if len(f)]
+    read = [(d, _read_folder(d, skipped)) for d in dirs]
+    frames = [f for _, f in read if len(f)]
     if frames:
         merged = concat(frames)
         merged[N_ATTN] = pd.concat([f[N_ATTN] for f in frames], ignore_index=True)
@@ -173,7 +189,33 @@ def merge(results_dirs: list[str | Path]) -> Collected:
     merged[N_ATTN] = merged[N_ATTN].astype("Int64")
     merged = dedupe(merged)
     merged[EXPERIMENTS] = experiment_lists(merged, _memberships(dirs))
-    return Collected(merged, skipped)
+    return Collected(merged, skipped, _kept_items(read, merged, skipped))
+
+
+def _kept_items(
+    read: list[tuple[Path, pd.DataFrame]], merged: pd.DataFrame, skipped: list[Path]
+) -> pa.Table:
+    """The items files of the kept runs, each read from the folder whose run was kept (a
+    missing file: no items; an unreadable one is skipped and named like a run file)."""
+    by_folder = {d: set(zip(f["config_hash"], f["run_id"], strict=True)) for d, f in read}
+    tables = []
+    for chash, run_id in (
+        merged[["config_hash", "run_id"]].drop_duplicates().itertuples(index=False, name=None)
+    ):
+        folder = next((d for d, runs in by_folder.items() if (chash, run_id) in runs), None)
+        path = items_path(folder, chash) if folder is not None else None
+        if path is None or not path.exists():
+            continue
+        try:
+            with open(path, "rb") as f:
+                table = pq.read_table(f)
+            table = table.select(ITEM_COLUMNS).cast(ITEM_SCHEMA)
+        except Exception as exc:  # corrupt or foreign files: never fatal here
+            log.warning("skipping unreadable items file %s (%s)", path, _first_line(exc))
+            skipped.append(path)
+            continue
+        tables.append(table)
+    return pa.concat_tables(tables) if tables else ITEM_SCHEMA.empty_table()
 
 
 def write_merged(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -188,12 +230,32 @@ def write_merged(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def write_items(items: pa.Table, results_path: str | Path) -> Path:
+    """Write the merged per-unit outcomes beside ``results_path`` (:func:`items_file`),
+    atomically; written even when empty, so a stale file never outlives a merge."""
+    path = items_file(results_path)
+    atomic_write(path, lambda tmp: pq.write_table(items, tmp))
+    return path
+
+
 def collect(results_dirs: list[str | Path], out: str | Path | None = None) -> pd.DataFrame:
-    """Merge the runs under ``results_dirs``; write them to ``out`` when given."""
+    """Merge the runs under ``results_dirs``; write them (and their items) to ``out`` when
+    given."""
     result = merge(results_dirs)
     if out is not None:
         write_merged(result.frame, out)
+        write_items(result.items, out)
     return result.frame
+
+
+def load_items(results_path: str | Path | None = None) -> pd.DataFrame:
+    """The merged per-unit outcomes beside a merged results file (default:
+    :func:`results_file`); an empty frame with the item columns when there are none."""
+    path = items_file(results_path)
+    if not path.exists():
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in ITEM_COLUMNS})
+    with open(path, "rb") as f:
+        return pq.read_table(f).to_pandas()
 
 
 def _as_list(value) -> list | None:
@@ -260,9 +322,14 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out or results_file(args.results_dir)
     result = merge([args.results_dir, *args.extra])
     write_merged(result.frame, out)
+    write_items(result.items, out)
     frame = result.frame
     skipped = f", {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""
-    print(f"[collect] {frame['config_hash'].nunique()} runs, {len(frame)} rows{skipped} -> {out}")
+    with_items = len(set(result.items.column("config_hash").to_pylist()))
+    print(
+        f"[collect] {frame['config_hash'].nunique()} runs, {len(frame)} rows{skipped}, "
+        f"{with_items} with per-unit outcomes -> {out}"
+    )
     return out
 
 

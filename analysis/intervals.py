@@ -1,4 +1,5 @@
-"""Uncertainty in tables and plots: each value's 95% interval and the best / tied rule.
+"""Uncertainty in tables and plots: each value's 95% interval, and the plain best rule for
+values without one.
 
 Where the intervals come from:
 
@@ -10,11 +11,13 @@ Where the intervals come from:
   ``sqrt(sum se_i^2) / n`` (the tasks are scored on different documents, so their errors
   are taken as independent).
 
-The rule (:func:`marks`): within a column and a row block (model and protocol), the best
-value is marked *best* only when its interval overlaps no other candidate's interval; else
-every candidate whose interval overlaps the best's, the best included, is marked *tied* and
-none is best. A value without an interval counts as a point, so old rows keep the plain rule
-(lowest wins; equal values tie).
+Intervals describe one value each; they do not decide which method is best. Whether two
+intervals overlap is the wrong test for that (non-overlap of two 95% intervals is a test at
+about p = 0.005, and it ignores that every method is scored on the same units): perplexity
+and accuracy verdicts come from paired tests (:mod:`analysis.verdicts`). :func:`marks` is
+the plain rule for values measured once without error model, such as pruning time: within
+a column and a row block (model and protocol) with two or more candidates, the lowest (or
+highest) value is best; equal best values tie.
 """
 
 from __future__ import annotations
@@ -81,25 +84,16 @@ def stderr_text(value: float, se: float, digits: int = 2) -> str:
     return f"{value:.{digits}f} ± {se:.{digits}f}"
 
 
-def _overlap(a_lo, a_hi, b_lo, b_hi) -> np.ndarray:
-    return (a_lo <= b_hi) & (b_lo <= a_hi)
-
-
 def marks(
-    values: pd.DataFrame,
-    low: pd.DataFrame | None,
-    high: pd.DataFrame | None,
-    lower_is_better: bool,
-    exclude: tuple[str, ...] = (DENSE,),
+    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = (DENSE,)
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(best, tied)`` masks for a table's values (see the module docstring).
+    """``(best, tied)`` masks by the plain rule (see the module docstring).
 
     Args:
         values: the table's values; the row index's last level is the method, the others
             form the blocks compared (model, protocol). Columns whose label ends in
             ``"paper"`` are published numbers and never marked.
-        low, high: the 95% interval of each value, same shape (None or NaN: a point).
-        lower_is_better: perplexity and time (True) or accuracy (False).
+        lower_is_better: time (True) or a score (False).
         exclude: methods never marked (the dense model).
     """
     best = pd.DataFrame(False, index=values.index, columns=values.columns)
@@ -110,38 +104,14 @@ def marks(
         if isinstance(col, tuple) and col[-1] == PAPER:
             continue
         value = values.iloc[:, j].to_numpy(dtype=float)
-        lo = value if low is None else low.iloc[:, j].to_numpy(dtype=float)
-        hi = value if high is None else high.iloc[:, j].to_numpy(dtype=float)
-        point = np.isnan(lo) | np.isnan(hi)
-        lo, hi = np.where(point, value, lo), np.where(point, value, hi)
         for block in dict.fromkeys(blocks):
             sel = np.array([b == block for b in blocks]) & candidate & ~np.isnan(value)
-            if not sel.any():
+            if sel.sum() < 2:  # a lone candidate is not "best" of anything
                 continue
-            scores = np.where(sel, value, np.inf if lower_is_better else -np.inf)
-            top = int(np.argmin(scores) if lower_is_better else np.argmax(scores))
-            close = sel & _overlap(lo, hi, lo[top], hi[top])
+            top = np.nanmin(value[sel]) if lower_is_better else np.nanmax(value[sel])
+            close = sel & (value == top)
             if close.sum() > 1:
                 tied.iloc[np.flatnonzero(close), j] = True
             else:
-                best.iloc[top, j] = True
+                best.iloc[int(np.flatnonzero(close)[0]), j] = True
     return best, tied
-
-
-def marks_note(intervals: str | None, tied: bool) -> str:
-    """The caption's sentence on bold and †.
-
-    Args:
-        intervals: how the table's intervals were made (None: it has none).
-        tied: whether any cell is marked tied.
-    """
-    text = "bold: best pruned method per column within each model and protocol"
-    if intervals:
-        text += (
-            f"; {intervals}. Bold only where the best value's 95% interval overlaps no other "
-            f"method's; {TIE_MARK}: tied with the best (the intervals overlap, so none is "
-            "marked best); a value without an interval counts as a point"
-        )
-    elif tied:
-        text += f"; {TIE_MARK}: equal best values (tied)"
-    return text + "."

@@ -26,7 +26,9 @@ class Table:
     and tuple column labels; for tables with a ``(paper)`` sibling the last level of each
     label is ``"ours"`` or ``"paper"``. ``text`` (same shape, optional) holds preformatted
     cells, e.g. ``"mean ± std (n=3)"``, used where not empty. ``tied`` (optional) marks cells
-    tied with the best (:func:`analysis.intervals.marks`), printed with a dagger.
+    tied with the best (:mod:`analysis.verdicts`), printed with a dagger; ``suffix``
+    (optional, same shape) is printed after a cell's dagger, e.g. the detectable difference
+    ``"(≥1.23x)"``.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     text: pd.DataFrame | None = None
     tied: pd.DataFrame | None = None
+    suffix: pd.DataFrame | None = None
 
     def cell(self, i: int, j: int, bold_fmt: str = "{}", escape=str, tie_fmt: str = "{}†") -> str:
         text = self.text.iloc[i, j] if self.text is not None else ""
@@ -49,6 +52,9 @@ class Table:
         text = escape(text)
         if self.tied is not None and bool(self.tied.iloc[i, j]):
             text = tie_fmt.format(text)
+        extra = self.suffix.iloc[i, j] if self.suffix is not None else ""
+        if extra:
+            text = f"{text} {escape(extra)}"
         return bold_fmt.format(text) if bold else text
 
     def _cells(self, i: int, bold_fmt: str, escape=str, tie_fmt: str = "{}†") -> list[str]:
@@ -142,6 +148,8 @@ def _tex(text) -> str:
         ("&", "\\&"),
         ("#", "\\#"),
         ("±", "$\\pm$"),
+        ("≥", "$\\geq$"),
+        ("×", "$\\times$"),
     ):
         text = text.replace(a, b)
     return text

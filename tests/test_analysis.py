@@ -20,8 +20,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablations, captions, collect, draws, intervals, notebook, plots, tables
+from analysis import (
+    ablations,
+    captions,
+    collect,
+    draws,
+    intervals,
+    notebook,
+    paired,
+    plots,
+    tables,
+)
 from tests.conftest import needs_shared
+from twossp.items import ITEM_COLUMNS, items_path, write_items
 from twossp.results import Metric, RunRecord, add_members, plan_path, run_path, to_frame, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +61,32 @@ ACC = {  # at 37.5%
     ("m_a", "shortgpt", 0.375): {"arc_easy": 0.55, "piqa": 0.72},
 }
 SECONDS = {"twossp": 3.0, "shortgpt": 7.0, "dense": 0.0}
+# Per-unit outcomes behind the values, so that the paired verdicts have units to pair: each
+# window's NLL is log(ppl) plus a difficulty every run shares (mean 0) and a small jitter of
+# its own, so a gap in perplexity shows in every window alike; a task's documents are nested
+# (document i right when i < accuracy x DOCS), so the better run is right wherever the worse
+# one is.
+DIFFICULTY = [0.3, -0.2, 0.5, -0.4, 0.1, 0.0, -0.3, 0.0]
+JITTER = {"dense": 0, "twossp": 1, "shortgpt": 2}
+DOCS = 100
+
+
+def _window_nll(method, ppl, windows):
+    shape = (DIFFICULTY * windows)[:windows]
+    shape = np.array(shape) - np.mean(shape)
+    jitter = 0.01 * np.roll(np.resize([1.0, -1.0], windows), JITTER.get(method, 3))
+    return (np.log(ppl) + shape + jitter - jitter.mean()).tolist()
+
+
+def _documents(task, accuracy, n=DOCS):
+    right = round(accuracy * n)
+    return [
+        {"kind": "document", "dataset": task, "subtask": task, "unit": i, "acc": float(i < right),
+         "target": 0, "loglik": [0.0, -1.0]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 OVERSHOOT = {"shortgpt": 0.4, "twossp": None}  # achieved sparsity (None: the target)
 
 
@@ -67,11 +104,16 @@ def _write_run(
     params=None,
     calib=None,
     experiment="synthetic",
-    windows=4,
+    windows=8,
     n_attn=None,
     ci=None,
     stderr=None,
+    window_nll=None,
+    documents=None,
 ):
+    """One run's file, membership (and plan); its per-unit outcomes as well: ``window_nll``
+    ({dataset: NLLs}, default :func:`_window_nll`) in each perplexity row, and an items file
+    of its documents (``documents``: item rows, default :func:`_documents` per task)."""
     chash = chash or f"{model}-{protocol}-{method}-{sparsity}"
     achieved = OVERSHOOT.get(method) or sparsity
     record = RunRecord(
@@ -97,13 +139,18 @@ def _write_run(
         git_sha="x",
         versions={},
     )
-    ci, stderr = ci or {}, stderr or {}
+    ci, stderr, window_nll = ci or {}, stderr or {}, window_nll or {}
     metrics = [
         Metric(
             "ppl",
             d,
             v,
-            {"seqlen": 8, "windows": windows, "tokens": 8 * windows},
+            {
+                "seqlen": 8,
+                "windows": windows,
+                "tokens": 8 * windows,
+                "window_nll": window_nll.get(d) or _window_nll(method, v, windows),
+            },
             ci_low=ci.get(d, (None, None))[0],
             ci_high=ci.get(d, (None, None))[1],
         )
@@ -114,6 +161,10 @@ def _write_run(
         for t, v in values.get("acc", {}).items()
     ]
     frame = to_frame(record, metrics).assign(created_at=pd.Timestamp(created))
+    if documents is None:
+        documents = [d for t, v in values.get("acc", {}).items() for d in _documents(t, v)]
+    if documents:
+        write_items(documents, items_path(results_dir, chash), chash)
     write_run(frame, run_path(results_dir, chash))
     add_members(results_dir, experiment, [chash])
     if n_attn is not None:
@@ -136,6 +187,10 @@ def results_dir(tmp_path):
 
 def _merged(*dirs):
     return collect.collect(list(dirs))
+
+
+def _items(*dirs):
+    return collect.merge(list(dirs)).items.to_pandas()
 
 
 # --- collect --------------------------------------------------------------------------------
@@ -201,6 +256,27 @@ def test_collect_keeps_list_columns_membership_and_plan_facts(tmp_path):
     assert frame.loc["evopress", "experiments"] == ["synthetic"]
     assert frame.loc["twossp", "plan_n_attn"] == 3
     assert pd.isna(frame.loc["evopress", "plan_n_attn"])
+
+
+def test_collect_merges_the_kept_runs_items_beside_the_merged_file(results_dir, tmp_path):
+    out = tmp_path / "merged" / "results.parquet"
+    collect.collect([results_dir], out)
+    assert collect.items_file(out) == out.with_name("results_items.parquet")
+    items = collect.load_items(out)
+    assert list(items.columns) == ITEM_COLUMNS
+    assert sorted(items["config_hash"].unique()) == [
+        "m_a-paper-dense-0.0",
+        "m_a-paper-shortgpt-0.375",
+        "m_a-paper-twossp-0.375",
+    ]
+    assert len(items) == 3 * 2 * DOCS  # three runs with documents, two tasks each
+    # a newer run of one configuration in another folder: its items replace the old ones
+    extra = tmp_path / "extra"
+    _write_run(extra, "m_a", "twossp", 0.375, DAY3, {"acc": {"arc_easy": 0.5}}, "run-newer")
+    merged = collect.merge([results_dir, extra]).items.to_pandas()
+    newer = merged[merged["config_hash"] == "m_a-paper-twossp-0.375"]
+    assert set(newer["dataset"]) == {"arc_easy"} and newer["acc"].sum() == 50
+    assert collect.load_items(tmp_path / "absent.parquet").empty
 
 
 # --- generic tables -------------------------------------------------------------------------
@@ -288,7 +364,7 @@ def test_achieved_sparsity_table_has_three_decimals_per_protocol(results_dir):
 
 def test_captions_state_what_the_rows_were_computed_with(results_dir):
     notes = " ".join(tables.perplexity_table(_merged(results_dir)).notes)
-    assert "each dataset 4 x 8" in notes and "every window of 2048" in notes
+    assert "each dataset 8 x 8" in notes and "every window of 2048" in notes
     assert "twossp 16 x 64" in notes and "shortgpt 16 x 64" in notes
     assert "cpu / float32" in notes
     assert "2 of 4 runs are more than" in notes  # shortgpt overshoots at both sparsities
@@ -301,17 +377,28 @@ def test_tables_render_latex_with_bold_and_escaped_names(results_dir):
     assert "\\multicolumn{2}{c}{25\\%}" in tex and "model & protocol & method" in tex
     assert "m\\_a & paper & twossp & \\textbf{8.00} & 11.00" in tex
     assert "m\\_a & paper & dense & 5.00" in tex and "\\textbf{5.00}" not in tex
-    acc = tables.downstream_table(frame).to_latex()
-    assert "arc\\_easy" in acc and "\\textbf{61.00}" in acc and "\\textbf{72.00}" in acc
+    acc = tables.downstream_table(frame, items=_items(results_dir)).to_latex()
+    assert "arc\\_easy" in acc and "\\textbf{61.00}" in acc
+    assert "72.00$^\\dagger$ ($\\geq$4.0 pts)" in acc  # a tie, with its detectable difference
 
 
-def test_downstream_table_average_and_highest_is_bold(results_dir):
-    t = tables.downstream_table(_merged(results_dir), sparsity=0.375)
+def test_downstream_table_average_and_paired_marks(results_dir):
+    # The highest value used to be bold whenever no interval overlapped it. Now a paired
+    # test decides: on arc_easy twossp is right on every document shortgpt is, and on 6 more
+    # (McNemar p = 2 / 2^6 = 0.03): bold; the avg's 2-point lead (a Wald test on the mean of
+    # the tasks' paired differences, p = 0.3) and piqa's (2 discordant documents) are ties.
+    t = tables.downstream_table(_merged(results_dir), sparsity=0.375, items=_items(results_dir))
     avg = t.values[("avg", "ours")]
     assert avg[("m_a", "paper", "twossp")] == pytest.approx(65.5)
     assert avg[("m_a", "paper", "shortgpt")] == pytest.approx(63.5)
-    assert bool(t.bold.loc[("m_a", "paper", "twossp"), ("avg", "ours")])
+    assert bool(t.bold.loc[("m_a", "paper", "twossp"), ("arc_easy", "ours")])
+    assert not t.bold[("avg", "ours")].any() and t.tied[("avg", "ours")].sum() == 2
     assert not t.bold.loc[("m_a", "paper", "dense")].any()
+    assert "Paired on 100-200 documents per comparison" in " ".join(t.notes)
+    # without per-document outcomes there is no verdict, and the caption says so
+    bare = tables.downstream_table(_merged(results_dir), sparsity=0.375)
+    assert not bare.bold.any().any() and not bare.tied.any().any()
+    assert "No verdict, nothing bold" in " ".join(bare.notes)
 
 
 def test_acc_norm_rows_get_their_own_table2(results_dir):
@@ -365,7 +452,8 @@ def test_membership_puts_one_run_into_two_experiments_tables(tmp_path):
     table1 = tables.perplexity_table(frame, experiment="table1").to_markdown()
     alpha = tables.perplexity_table(frame, experiment="ablation_alpha").to_markdown()
     assert "| m | paper | twossp | **8.00** |" in table1 and "| m | paper | shortgpt |" in table1
-    assert "| m | paper | twossp | **8.00** |" in alpha and "shortgpt" not in alpha
+    # alone in its column, a method is not "best" of anything
+    assert "| m | paper | twossp | 8.00 |" in alpha and "shortgpt" not in alpha
     # the experiments column fallback: a frame without it uses `experiment`
     legacy = frame.drop(columns=["experiments"])
     assert "twossp" not in tables.perplexity_table(legacy, experiment="table1").to_markdown()
@@ -389,7 +477,7 @@ def test_first_schema_runs_render_as_protocol_unrecorded(tmp_path):
     _write_legacy_run(root, "twossp", 0.5, "t1", "twossp-50", 9.0)
     md = tables.perplexity_table(_merged(root), experiment="synthetic").to_markdown()
     assert "| m | unrecorded | dense | 5.00 |" in md and md.count("| m | unrecorded | dense") == 1
-    assert "| m | unrecorded | twossp | **9.00** |" in md and "first schema" in md
+    assert "| m | unrecorded | twossp | 9.00 |" in md and "first schema" in md  # alone: no bold
 
 
 def test_render_writes_markdown_and_latex(results_dir, tmp_path):
@@ -520,8 +608,8 @@ def test_a_plain_and_a_downstream_run_of_one_configuration_share_their_cells(tmp
     ppl = tables.perplexity_table(frame)
     assert ppl.values.loc[("m", "paper", "twossp"), ("37.5%", "wikitext2", "ours")] == 8.0
     assert not any("differ by up to" in n for n in ppl.notes)  # the two runs agree
-    acc = tables.downstream_table(frame).to_markdown()
-    assert "| m | paper | twossp | **60.00** | **70.00** | **65.00** |" in acc
+    acc = tables.downstream_table(frame, items=_items(tmp_path / "r")).to_markdown()
+    assert "| m | paper | twossp | 60.00 | 70.00 | 65.00 |" in acc  # the only pruned method
     built = {t.name: t for t in tables.all_tables(frame)}  # every table, nothing refused
     assert set(built) == {"table1_ppl", "achieved_sparsity", "table2_downstream", "pruning_time"}
     runs = plots.all_plots(frame, tmp_path / "plots")
@@ -562,37 +650,67 @@ def test_runs_with_equal_settings_that_pruned_differently_are_refused(tmp_path):
         tables.perplexity_table(_merged(root))
 
 
-# --- intervals: best only when clear of the others -------------------------------------------
+# --- verdicts: paired tests, not overlapping intervals ---------------------------------------
 
 
-def test_perplexity_best_is_bold_only_when_its_interval_excludes_the_others(tmp_path):
+def test_perplexity_verdicts_pair_the_windows_not_the_intervals(tmp_path):
+    # This test pinned the overlap rule (bold only when the best's interval overlaps no
+    # other), which is a test at about p = 0.005 that ignores the shared windows. Now:
+    # wikitext2: the intervals overlap, but twossp is lower on every one of the 8 windows
+    # (sign-flip p = 2 / 2^8): bold. c4: shortgpt is lower on average, but the per-window
+    # differences change sign: a tie, printed with the ratio the 8 windows could detect.
     root = tmp_path / "r"
-    # wikitext2: twossp clearly best; c4: shortgpt lower but the intervals overlap -> tied
-    twossp = {"wikitext2": (7.5, 8.5), "c4": (10.0, 12.0)}
-    shortgpt = {"wikitext2": (8.6, 9.4), "c4": (10.2, 10.8)}
-    for method, ppl, ci in (
-        ("twossp", {"wikitext2": 8.0, "c4": 11.0}, twossp),
-        ("shortgpt", {"wikitext2": 9.0, "c4": 10.5}, shortgpt),
-        ("dense", {"wikitext2": 5.0, "c4": 7.0}, {"wikitext2": (4.9, 5.1)}),
-    ):
-        _write_run(root, "m", method, 0.0 if method == "dense" else 0.25, DAY2, {"ppl": ppl}, ci=ci)
+    shared = np.array(DIFFICULTY)
+    swing = 0.2 * np.resize([1.0, -1.0], 8)
+    nll = {
+        "twossp": {"wikitext2": np.log(8.0) + shared, "c4": np.log(11.0) + shared + swing},
+        "shortgpt": {"wikitext2": np.log(9.0) + shared, "c4": np.log(10.5) + shared},
+    }
+    ci = {"wikitext2": (7.0, 9.5), "c4": (10.0, 12.0)}
+    for method, ppl in (("twossp", {"wikitext2": 8.0, "c4": 11.0}),
+                        ("shortgpt", {"wikitext2": 9.0, "c4": 10.5})):  # fmt: skip
+        lists = {d: v.tolist() for d, v in nll[method].items()}
+        _write_run(root, "m", method, 0.25, DAY2, {"ppl": ppl}, ci=ci, window_nll=lists)
+    _write_run(root, "m", "dense", 0.0, DAY2, {"ppl": {"wikitext2": 5.0, "c4": 7.0}},
+               ci={"wikitext2": (4.9, 5.1)})  # fmt: skip
     t = tables.perplexity_table(_merged(root))
     md = t.to_markdown()
-    assert "| m | paper | twossp | **8.00 [7.50, 8.50]** | 11.00 [10.00, 12.00]† |" in md
-    assert "| m | paper | shortgpt | 9.00 [8.60, 9.40] | 10.50 [10.20, 10.80]† |" in md
-    assert (
-        "| m | paper | dense | 5.10" not in md
-        and "| m | paper | dense | 5.00 [4.90, 5.10] | 7.00 |" in md
-    )
-    assert "†: tied with the best" in " ".join(t.notes)
-    assert (
-        "\\textbf{8.00 [7.50, 8.50]}" in t.to_latex()
-        and "10.50 [10.20, 10.80]$^\\dagger$" in t.to_latex()
-    )
+    sd = np.std(np.log(11.0 / 10.5) + swing, ddof=1)
+    detectable = np.exp(paired.detectable_t(sd, 8))
+    assert f"{detectable:.2f}" == "1.28"
+    assert "| m | paper | twossp | **8.00 [7.00, 9.50]** | 11.00 [10.00, 12.00]† (≥1.28x) |" in md
+    assert "| m | paper | shortgpt | 9.00 [7.00, 9.50] | 10.50 [10.00, 12.00]† (≥1.28x) |" in md
+    assert "| m | paper | dense | 5.00 [4.90, 5.10] | 7.00 |" in md  # never marked
+    notes = " ".join(t.notes)
+    assert "paired intersection-union rule" in notes and "two-sided 0.05" in notes
+    assert "Paired on 8 windows per comparison" in notes
+    assert "Holm-adjusted at 0.05 over the columns with a verdict): twossp 1 of 2." in notes
+    tex = t.to_latex()
+    assert "\\textbf{8.00 [7.00, 9.50]}" in tex
+    assert "10.50 [10.00, 12.00]$^\\dagger$ ($\\geq$1.28x)" in tex
 
 
-def test_accuracy_prints_stderr_and_ties_on_the_normal_interval(results_dir):
-    # at 37.5%: arc_easy 61 vs 55 with se 1 point: clear; piqa 70 vs 72 with se 2: tied
+def test_no_verdict_without_shared_windows(tmp_path):
+    # rows scored with different evaluation settings (here the stream) share no window
+    # list, and runs without window losses have none to pair: no bold, the caption says so
+    root = tmp_path / "r"
+    _write_run(root, "m", "twossp", 0.25, DAY2, {"ppl": {"wikitext2": 8.0}})
+    _write_run(root, "m", "shortgpt", 0.25, DAY2, {"ppl": {"wikitext2": 12.0}})
+    frame = _merged(root)
+    other = frame["method"] == "shortgpt"
+    frame.loc[other, "variant"] = frame.loc[other, "variant"].map(
+        lambda v: json.dumps({**json.loads(v), "windows_available": 99})
+    )
+    t = tables.perplexity_table(frame)
+    assert not t.bold.any().any() and not t.tied.any().any()
+    assert "No verdict, nothing bold" in " ".join(t.notes)
+
+
+def test_accuracy_prints_stderr_and_decides_by_mcnemar(results_dir):
+    # This test pinned ties on the normal intervals; the verdict is now McNemar's on the
+    # documents both runs answered. arc_easy: 6 documents only twossp got right (p = 0.03):
+    # bold. piqa: 2 only shortgpt got right: tied, with the difference 100 documents at
+    # this discordance could detect beside each.
     for method, se in (
         ("twossp", {"arc_easy": 0.01, "piqa": 0.02}),
         ("shortgpt", {"arc_easy": 0.01, "piqa": 0.02}),
@@ -603,27 +721,26 @@ def test_accuracy_prints_stderr_and_ties_on_the_normal_interval(results_dir):
     rows = rows[
         (rows["metric"] != "acc") | rows["config_hash"].str.startswith(("acc-", "m_a-paper-dense"))
     ]
-    md = tables.downstream_table(rows).to_markdown()
-    assert "| m_a | paper | twossp | **61.00 ± 1.00** | 70.00 ± 2.00† |" in md
-    assert "| m_a | paper | shortgpt | 55.00 ± 1.00 | 72.00 ± 2.00† |" in md
-    assert "avg: sqrt(sum se^2) / tasks" in md
+    md = tables.downstream_table(rows, items=_items(results_dir)).to_markdown()
+    assert "| m_a | paper | twossp | **61.00 ± 1.00** | 70.00 ± 2.00† (≥4.0 pts) |" in md
+    assert "| m_a | paper | shortgpt | 55.00 ± 1.00 | 72.00 ± 2.00† (≥4.0 pts) |" in md
+    assert "avg: sqrt(sum se^2) / tasks" in md and "McNemar's exact test" in md
 
 
-def test_marks_compare_every_candidate_and_treat_a_missing_interval_as_a_point():
+def test_plain_marks_are_for_values_without_error_model():
+    # The overlap rule is gone (it decided best / tied by whether 95% intervals overlap);
+    # what is left is the plain rule for pruning time: lowest wins, equal values tie, a
+    # block with one candidate gets no mark, dense never counts.
     index = pd.MultiIndex.from_tuples(
-        [("m", "p", "dense"), ("m", "p", "a"), ("m", "p", "b"), ("m", "p", "c")],
+        [("m", "p", "dense"), ("m", "p", "a"), ("m", "p", "b"), ("m", "p", "c"), ("n", "p", "a")],
         names=["model", "protocol", "method"],
     )
-    values = pd.DataFrame({"x": [1.0, 10.0, 11.0, 12.0], "y": [1.0, 10.0, 10.5, 10.0]}, index=index)
-    # x: b is clear of a, but c's wide interval reaches a's: a and c tie, b is not marked
-    low = pd.DataFrame({"x": [0.5, 9.8, 10.9, 9.0], "y": [np.nan] * 4}, index=index)
-    high = pd.DataFrame({"x": [1.5, 10.2, 11.1, 15.0], "y": [np.nan] * 4}, index=index)
-    best, tied = intervals.marks(values, low, high, lower_is_better=True)
-    assert tied["x"].tolist() == [False, True, False, True] and not best["x"].any()
-    # y: no intervals: points; two equal lowest values tie, the dense row never counts
-    assert tied["y"].tolist() == [False, True, False, True] and not best["y"].any()
-    best, tied = intervals.marks(values.iloc[:3], None, None, lower_is_better=True)
-    assert best["x"].tolist() == [False, True, False] and not tied.any().any()
+    values = pd.DataFrame(
+        {"x": [1.0, 10.0, 11.0, 12.0, 3.0], "y": [1.0, 10.0, 10.5, 10.0, 3.0]}, index=index
+    )
+    best, tied = intervals.marks(values, lower_is_better=True)
+    assert best["x"].tolist() == [False, True, False, False, False] and not tied["x"].any()
+    assert tied["y"].tolist() == [False, True, False, True, False] and not best["y"].any()
 
 
 def test_error_bars_come_from_the_interval_and_the_task_mean_from_the_stderrs():
