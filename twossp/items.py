@@ -27,21 +27,23 @@ import pyarrow.parquet as pq
 
 from twossp.io import atomic_write
 
-ITEM_FIELDS = [
-    ("config_hash", pa.string()),
-    ("kind", pa.string()),
-    ("dataset", pa.string()),
-    ("subtask", pa.string()),
-    ("unit", pa.int64()),
-    ("offset", pa.int64()),
-    ("tokens", pa.int64()),
-    ("nll", pa.float64()),
-    ("acc", pa.float64()),
-    ("acc_norm", pa.float64()),
-    ("target", pa.int64()),
-    ("loglik", pa.list_(pa.float64())),
-    ("cluster", pa.string()),
+# (name, arrow type, unit, meaning): the schema and the column reference (docs/columns.md).
+ITEM_COLUMNS_DOC = [
+    ("config_hash", pa.string(), None, "the run the unit was scored by"),
+    ("kind", pa.string(), None, "window (perplexity) or document (lm-eval)"),
+    ("dataset", pa.string(), None, "perplexity corpus, or the task as the run's rows name it"),
+    ("subtask", pa.string(), None, "lm-eval leaf task (mmlu_anatomy); null for windows"),
+    ("unit", pa.int64(), None, "window index in the token stream, or lm-eval's document id"),
+    ("offset", pa.int64(), "tokens", "first token of the window in the stream"),
+    ("tokens", pa.int64(), "tokens", "tokens the window predicts"),
+    ("nll", pa.float64(), "nats/token", "mean negative log-likelihood of the window"),
+    ("acc", pa.float64(), "0 or 1", "whether the highest-likelihood choice was the gold one"),
+    ("acc_norm", pa.float64(), "0 or 1", "the same with length-normalised likelihoods"),
+    ("target", pa.int64(), None, "index of the gold choice"),
+    ("loglik", pa.list_(pa.float64()), "nats", "log-likelihood of each choice"),
+    ("cluster", pa.string(), None, "cluster of related documents (twossp/evaluation/clusters.py)"),
 ]
+ITEM_FIELDS = [(name, kind) for name, kind, _, _ in ITEM_COLUMNS_DOC]
 ITEM_SCHEMA = pa.schema(ITEM_FIELDS)
 ITEM_COLUMNS = ITEM_SCHEMA.names
 UNIT_KEY = ["kind", "dataset", "subtask", "unit"]

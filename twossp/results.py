@@ -32,48 +32,150 @@ from twossp.io import atomic_write
 log = logging.getLogger(__name__)
 
 METHOD_PREFIX = "method."
-RUN_FIELDS = [
-    ("run_id", pa.string()),
-    ("config_hash", pa.string()),
-    ("experiment", pa.string()),
-    ("protocol", pa.string()),
-    ("git_sha", pa.string()),
-    ("versions", pa.map_(pa.string(), pa.string())),
-    ("created_at", pa.timestamp("us", tz="UTC")),
-    ("model", pa.string()),
-    ("model_path", pa.string()),
-    ("model_revision", pa.string()),
-    ("model_fingerprint", pa.string()),
-    ("dtype", pa.string()),
-    ("device", pa.string()),
-    ("method", pa.string()),
-    ("target_sparsity", pa.float64()),
-    ("achieved_sparsity", pa.float64()),
-    ("params_before", pa.int64()),
-    ("params_after", pa.int64()),
-    ("block_params_before", pa.int64()),
-    ("block_params_after", pa.int64()),
-    ("prune_seconds", pa.float64()),
-    ("seed", pa.int64()),
-    ("calib_dataset", pa.string()),
-    ("calib_source", pa.string()),
-    ("calib_n_samples", pa.int64()),
-    ("calib_seqlen", pa.int64()),
-    ("calib_seed", pa.int64()),
-    ("calib_packing", pa.string()),
-    ("calib_windows", pa.int64()),
-    ("threads", pa.int64()),
+# The record's fixed columns: (name, arrow type, unit, meaning). One source: the schema, the
+# column reference (docs/columns.md, written by ``python -m twossp.columns``) and its test.
+RUN_COLUMNS = [
+    (
+        "run_id",
+        pa.string(),
+        None,
+        "random id of this execution (a rerun with force=true gets a new one)",
+    ),
+    (
+        "config_hash",
+        pa.string(),
+        None,
+        "hash of everything that can change the numbers (twossp/run_spec.py); names the files",
+    ),
+    (
+        "experiment",
+        pa.string(),
+        None,
+        "experiment_name of the run that computed the row (membership: results/experiments/)",
+    ),
+    (
+        "protocol",
+        pa.string(),
+        None,
+        "budget rule: paper (the authors') or matched (nearest reachable budget)",
+    ),
+    (
+        "git_sha",
+        pa.string(),
+        None,
+        "commit of the harness, with -dirty when tracked files differed",
+    ),
+    (
+        "versions",
+        pa.map_(pa.string(), pa.string()),
+        None,
+        "versions of torch, transformers, datasets, lm_eval, twossp",
+    ),
+    ("created_at", pa.timestamp("us", tz="UTC"), "UTC", "when the run file was written"),
+    ("model", pa.string(), None, "model config key (conf/model/<key>.yaml)"),
+    ("model_path", pa.string(), None, "the model's resolved source: a local folder or a hub id"),
+    ("model_revision", pa.string(), None, "hub commit the revision resolved to (hub models)"),
+    (
+        "model_fingerprint",
+        pa.string(),
+        None,
+        "fingerprint of the local weight files (local models)",
+    ),
+    ("dtype", pa.string(), None, "resolved dtype the model computed in"),
+    ("device", pa.string(), None, "device kind: cpu or cuda"),
+    ("method", pa.string(), None, "pruning method (conf/method/<name>.yaml; dense: unpruned)"),
+    (
+        "target_sparsity",
+        pa.float64(),
+        "fraction",
+        "requested fraction of decoder-block parameters to remove (0 for dense)",
+    ),
+    (
+        "achieved_sparsity",
+        pa.float64(),
+        "fraction",
+        "fraction of decoder-block parameters removed, measured after surgery",
+    ),
+    ("params_before", pa.int64(), "parameters", "parameters of the model before pruning"),
+    ("params_after", pa.int64(), "parameters", "parameters after pruning"),
+    ("block_params_before", pa.int64(), "parameters", "decoder-block parameters before pruning"),
+    ("block_params_after", pa.int64(), "parameters", "decoder-block parameters after pruning"),
+    (
+        "prune_seconds",
+        pa.float64(),
+        "s",
+        "wall-clock seconds in method.prune (calibration loading and evaluation excluded)",
+    ),
+    ("seed", pa.int64(), None, "run seed (torch, method searches)"),
+    ("calib_dataset", pa.string(), None, "calibration corpus name (null: the method reads none)"),
+    (
+        "calib_source",
+        pa.string(),
+        None,
+        "where the calibration text came from: local file name or hub id",
+    ),
+    ("calib_n_samples", pa.int64(), "windows", "calibration windows the method asked for"),
+    ("calib_seqlen", pa.int64(), "tokens", "tokens per calibration window"),
+    (
+        "calib_seed",
+        pa.int64(),
+        None,
+        "calibration draw: 0 reads documents in file order, others shuffle them",
+    ),
+    (
+        "calib_packing",
+        pa.string(),
+        None,
+        "stream (consecutive windows of the joined corpus) or documents (packed one by one)",
+    ),
+    ("calib_windows", pa.int64(), "windows", "calibration windows actually read"),
+    ("threads", pa.int64(), "threads", "CPU threads torch computed with (recorded, not hashed)"),
 ]
-METRIC_FIELDS = [
-    ("metric", pa.string()),
-    ("dataset", pa.string()),
-    ("phase", pa.string()),
-    ("value", pa.float64()),
-    ("unit", pa.string()),
-    ("ci_low", pa.float64()),
-    ("ci_high", pa.float64()),
-    ("variant", pa.string()),
+METRIC_COLUMNS = [
+    (
+        "metric",
+        pa.string(),
+        None,
+        "what was measured: ppl, acc, acc_norm, prefill_latency, decode_throughput, "
+        "kv_cache_bytes_per_token, weight_bytes, prefill_peak_bytes, peak_memory_gib",
+    ),
+    (
+        "dataset",
+        pa.string(),
+        None,
+        "perplexity corpus or lm-eval task the value is on (null for model-wide rows)",
+    ),
+    ("phase", pa.string(), None, "prune or eval, for peak_memory_gib rows"),
+    ("value", pa.float64(), "see unit", "the measured value (accuracy as a fraction in [0, 1])"),
+    ("unit", pa.string(), None, "unit of value where it has one (ms, tokens/s, bytes, GiB)"),
+    (
+        "ci_low",
+        pa.float64(),
+        "as value",
+        "lower end of the value's 95% interval (perplexity: t interval over windows; "
+        "accuracy: value - 1.96 stderr)",
+    ),
+    ("ci_high", pa.float64(), "as value", "upper end of the value's 95% interval"),
+    (
+        "variant",
+        pa.string(),
+        None,
+        "JSON of evaluation details: windows scored and available, window_sample, tokens, "
+        "window_nll, task version, shots, limit, samples, stderr, timing spread "
+        "(docs/columns.md lists the keys)",
+    ),
 ]
+# Columns after the fixed ones: one per method setting.
+PATTERN_COLUMNS = [
+    (
+        "method.<setting>",
+        "typed from its values",
+        None,
+        "each setting of the run's method, defaults included (e.g. method.alpha)",
+    ),
+]
+RUN_FIELDS = [(name, kind) for name, kind, _, _ in RUN_COLUMNS]
+METRIC_FIELDS = [(name, kind) for name, kind, _, _ in METRIC_COLUMNS]
 SCHEMA = pa.schema(RUN_FIELDS + METRIC_FIELDS)  # the fixed part; method.* columns follow
 COLUMNS = SCHEMA.names
 _PACKAGES = ("torch", "transformers", "datasets", "lm_eval", "twossp")
