@@ -283,22 +283,27 @@ def all_tables(
     experiment: str | None = None,
     published: pd.DataFrame | None = None,
     skipped: list[str] | None = None,
+    items: pd.DataFrame | verdicts.Units | None = None,
 ) -> list[Table]:
     """Every generic table that has rows. A table whose cells are ambiguous raises, unless
     ``skipped`` is given: then its error message is appended there and it is left out (used
-    when an ablation view renders the same rows)."""
+    when an ablation view renders the same rows). ``items``: the per-unit outcomes that the
+    paired verdicts read."""
     pub = load_published() if published is None else published
+    units = verdicts.as_units(items)
     rows = select(frame, experiment)
     has = set(rows["metric"].dropna())
     builders = []
     if "ppl" in has:
-        builders.append(lambda: perplexity_table(rows, published=pub))
+        builders.append(lambda: perplexity_table(rows, published=pub, items=units))
     if len(rows):
         builders.append(lambda: achieved_table(rows))
     if "acc" in has:
-        builders.append(lambda: downstream_table(rows, published=pub))
+        builders.append(lambda: downstream_table(rows, published=pub, items=units))
     if "acc_norm" in has:
-        builders.append(lambda: downstream_table(rows, metric="acc_norm", published=pub))
+        builders.append(
+            lambda: downstream_table(rows, metric="acc_norm", published=pub, items=units)
+        )
     if len(rows):
         builders.append(lambda: time_table(rows, published=pub))
     tables = []

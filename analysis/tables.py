@@ -5,12 +5,16 @@ A table shows one experiment's rows, chosen by membership (the ``experiments`` c
 from exactly one configuration (:mod:`analysis.cells`). :func:`experiment_tables` gives the
 ablation views whose axis the experiment sweeps (:mod:`analysis.ablations`), then the paper's
 tables (:mod:`analysis.builders`: ``table1_ppl``, ``achieved_sparsity``,
-``table2_downstream``, ``pruning_time``); a generic table that the sweep makes ambiguous is
-left out with a note. The command also writes the inference speed-up table when runs
-recorded inference rows (:mod:`analysis.inference`).
+``table2_downstream``, ``pruning_time``) and the paired comparison of a reference method with
+the others (:mod:`analysis.comparison`: ``paired_comparison``); a generic table that the
+sweep makes ambiguous is left out with a note. Bold and tied marks and the comparison read
+the per-unit outcomes merged beside the results file (:func:`analysis.collect.load_items`).
+The command also writes the inference speed-up table when runs recorded inference rows
+(:mod:`analysis.inference`).
 
     python -m analysis.tables [--results results/results.parquet] [--out results/tables]
                               [--experiment cpu_demo ...] [--only table1_ppl ...]
+                              [--reference twossp]
 
 The names other code imports from here (the builders, :class:`Table`, the orders) are
 re-exported from the modules that define them.
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import ablations, inference
+from analysis import ablations, comparison, inference
 from analysis.builders import (
     achieved_table,
     all_tables,
@@ -35,7 +39,7 @@ from analysis.builders import (
 )
 from analysis.captions import SMOKE_TEST_MODELS
 from analysis.cells import AmbiguousCellError, add_experiment_option, chosen, select
-from analysis.collect import EXPERIMENTS, default_results_dir, load
+from analysis.collect import EXPERIMENTS, default_results_dir, load, load_items
 from analysis.order import (
     METHOD_ORDER,
     MODEL_ORDER,
@@ -45,6 +49,7 @@ from analysis.order import (
 )
 from analysis.published import PUBLISHED, PUBLISHED_COLUMNS, load_published
 from analysis.render import Table, render
+from analysis.verdicts import as_units
 
 __all__ = [
     "METHOD_ORDER",
@@ -74,15 +79,29 @@ def experiment_tables(
     experiment: str | None,
     published: pd.DataFrame | None = None,
     skipped: list[str] | None = None,
+    items: pd.DataFrame | None = None,
+    reference: str = comparison.REFERENCE,
 ) -> list[Table]:
-    """The ablation views that apply to ``experiment``'s rows, then the generic tables.
+    """The ablation views that apply to ``experiment``'s rows, then the generic tables, then
+    the paired comparison of ``reference`` with the other methods (when it has rows).
 
     When an ablation view applies, generic tables that its sweep makes ambiguous are left
-    out (their reason appended to ``skipped``); otherwise ambiguity raises.
+    out (their reason appended to ``skipped``); otherwise ambiguity raises. ``items``: the
+    per-unit outcomes (:func:`analysis.collect.load_items`) the verdicts are paired on.
     """
     views = ablations.views(frame, experiment)
     notes: list[str] = []
-    generic = all_tables(frame, experiment, published, notes if views else None)
+    units = as_units(items)
+    generic = all_tables(frame, experiment, published, notes if views else None, units)
+    if comparison.applies(frame, reference, experiment):
+        try:
+            table = comparison.comparison_table(frame, units, reference, experiment)
+            if table.values.size:
+                generic.append(table)
+        except AmbiguousCellError as exc:
+            if not views:
+                raise
+            notes.append(str(exc))
     if skipped is not None:
         skipped.extend(notes)
     return views + generic
@@ -100,6 +119,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     add_experiment_option(parser)
     parser.add_argument("--published", type=Path, default=PUBLISHED)
     parser.add_argument("--only", nargs="+", default=None, help="print only these tables")
+    parser.add_argument(
+        "--reference",
+        default=comparison.REFERENCE,
+        help="the method paired_comparison compares with the others (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     out = args.out or default_results_dir() / "tables"
     frame = load(args.results)
@@ -113,7 +137,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
         sys.exit(2)
     skipped: list[str] = []
     try:
-        tables = experiment_tables(frame, args.experiment, load_published(args.published), skipped)
+        tables = experiment_tables(
+            frame,
+            args.experiment,
+            load_published(args.published),
+            skipped,
+            load_items(args.results),
+            args.reference,
+        )
     except AmbiguousCellError as exc:
         print(f"[tables] error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -24,6 +24,7 @@ from analysis import (
     ablations,
     captions,
     collect,
+    comparison,
     draws,
     intervals,
     notebook,
@@ -725,6 +726,45 @@ def test_accuracy_prints_stderr_and_decides_by_mcnemar(results_dir):
     assert "| m_a | paper | twossp | **61.00 ± 1.00** | 70.00 ± 2.00† (≥4.0 pts) |" in md
     assert "| m_a | paper | shortgpt | 55.00 ± 1.00 | 72.00 ± 2.00† (≥4.0 pts) |" in md
     assert "avg: sqrt(sum se^2) / tasks" in md and "McNemar's exact test" in md
+
+
+def test_comparison_view_pairs_the_reference_with_every_method_and_dense(results_dir):
+    frame, items = _merged(results_dir), _items(results_dir)
+    found = comparison.comparisons(frame, items)
+    assert set(found["rival"]) == {"shortgpt", "dense"} and set(found["reference"]) == {"twossp"}
+    row = found[(found["dataset"] == "arc_easy") & (found["rival"] == "shortgpt")].iloc[0]
+    assert row["estimate"] == pytest.approx(0.06) and row["n"] == DOCS
+    assert row["p"] == pytest.approx(2 / 2**6)  # McNemar: 6 discordant documents, all one way
+    assert row["sentence"].startswith(
+        "2SSP's accuracy is higher than ShortGPT's on ARC-Easy at 37.5% (difference +6.0 points"
+    )
+    ppl = found[(found["dataset"] == "wikitext2") & (found["sparsity"] == 0.25)]
+    assert ppl["rival"].tolist() == ["shortgpt", "dense"]  # pruned rivals first, then dense
+    assert ppl["estimate"].tolist() == pytest.approx([8 / 9, 8 / 5])
+    md = comparison.comparison_table(frame, items).to_markdown()
+    assert "| model | protocol | sparsity | measure | twossp vs | ratio or difference [95%] |" in md
+    assert "| m_a | paper | 25% | ppl wikitext2 | shortgpt | 0.89 [" in md
+    assert (
+        "| m_a | paper | 37.5% | acc piqa | shortgpt | -2.0 [" in md and "| 0.50 | 4.0 pts |" in md
+    )
+    # without items, accuracies cannot be paired (perplexity rows keep their window losses)
+    bare = comparison.comparison_table(frame).to_markdown()
+    assert "| acc piqa | shortgpt | no shared units |" in bare
+    assert "| ppl wikitext2 | shortgpt | 0.89 [" in bare and "4 comparison(s) without" in bare
+
+
+def test_tables_cli_prints_the_paired_comparison_and_reads_the_merged_items(results_dir, capsys):
+    merged = collect.main(["--results-dir", str(results_dir)])
+    assert "3 with per-unit outcomes" in capsys.readouterr().out
+    args = ["--results", str(merged), "--out", str(results_dir / "t"), "--only"]
+    tables.main([*args, "paired_comparison", "table2_downstream"])
+    out = capsys.readouterr().out
+    assert "**Paired comparison: 2SSP against each method and dense**" in out
+    assert "| m_a | paper | 37.5% | acc arc_easy | shortgpt | +6.0 [" in out
+    assert "| m_a | paper | twossp | **61.00** |" in out  # Table 2 marked from the items
+    tables.main([*args, "paired_comparison", "--reference", "shortgpt"])
+    out = capsys.readouterr().out
+    assert "| shortgpt vs |" in out and "| acc arc_easy | twossp | -6.0 [" in out
 
 
 def test_plain_marks_are_for_values_without_error_model():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis import paired
+from analysis import comparison, paired
 
 
 def _nll(seed: int, n: int, shift: float = 0.0, noise: float = 0.05):
@@ -280,3 +280,36 @@ def test_counted_claims_use_holm():
     assert paired.count_best(wins, "x") == (1, 3)
     assert paired.count_best([*wins, paired.Verdict("y", "y", p=0.001)], "x") == (1, 4)
     assert paired.count_best([paired.Verdict()], "x") == (0, 0)
+
+
+# --- verdict sentences ---------------------------------------------------------------------------
+
+
+def test_verdict_sentences_come_from_the_test():
+    lower = paired.Paired(paired.RATIO, 0.31, 0.27, 0.35, 0.0004, 8, 1.15, "sign-flip")
+    assert comparison.verdict_sentence("twossp", "shortgpt", "ppl", "wikitext2", 0.375, lower) == (
+        "2SSP's perplexity is lower than ShortGPT's on WikiText-2 at 37.5% "
+        "(ratio 0.31 [0.27, 0.35], p < 0.001, 8 windows)."
+    )
+    tie = paired.Paired(paired.RATIO, 0.98, 0.91, 1.06, 0.52, 8, 1.15, "sign-flip")
+    assert comparison.verdict_sentence("twossp", "dense", "ppl", "c4", 0.5, tie) == (
+        "2SSP's and the dense model's perplexities on C4 at 50% cannot be told apart "
+        "(ratio 0.98 [0.91, 1.06], p = 0.52, 8 windows); the design could detect a ratio of "
+        "1.15 at 80% power."
+    )
+    worse = paired.Paired(paired.DIFFERENCE, -0.06, -0.1, -0.02, 0.003, 100, 0.083, "m", 0.02, 50)
+    assert comparison.verdict_sentence(
+        "twossp", "slicegpt", "acc_norm", "winogrande", 0.375, worse
+    ) == (
+        "2SSP's accuracy (acc_norm) is lower than SliceGPT's on WinoGrande at 37.5% "
+        "(difference -6.0 points [-10.0, -2.0], p = 0.003, 100 documents (50 clusters))."
+    )
+    gap = paired.Paired(paired.DIFFERENCE, 0.02, -0.03, 0.07, 0.45, 100, 0.083, "m")
+    assert comparison.verdict_sentence("twossp", "window", "acc", "piqa", 0.375, gap).endswith(
+        "cannot be told apart (difference +2.0 points [-3.0, +7.0], p = 0.45, 100 documents); "
+        "the design could detect a difference of 8.3 points at 80% power."
+    )
+    assert comparison.verdict_sentence("twossp", "window", "acc", "piqa", 0.375, None) == (
+        "2SSP and the window baseline on PIQA at 37.5% cannot be compared: their runs share "
+        "no scored units."
+    )
