@@ -216,3 +216,19 @@ def test_ppl_row_in_the_parquet_carries_its_interval_and_window_losses(tmp_path)
     assert math.exp(sum(window_nll) / 3) == pytest.approx(row["value"], rel=1e-6)
     assert row["ci_low"] < row["value"] < row["ci_high"]
     assert (row["ci_low"], row["ci_high"]) == ppl_interval(window_nll)
+
+
+def test_a_long_evaluation_logs_its_position(monkeypatch, caplog):
+    import itertools
+    import logging
+
+    import twossp.progress
+
+    ticks = itertools.count(0, 20.0)  # every step seems to take 20 s
+    monkeypatch.setattr(twossp.progress, "default_clock", lambda: next(ticks))
+    ids = torch.randint(0, 50, (640,))
+    with caplog.at_level(logging.INFO, logger="twossp.progress"):
+        perplexity(_Uniform(50), ids, 32, 2, desc="ppl wikitext2", progress=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "ppl wikitext2: 4/20 windows, 40 s elapsed, about 2 min 40 s left" in lines
+    assert sum("windows" in line for line in lines) >= 20 * 20 // 60  # one a minute or more

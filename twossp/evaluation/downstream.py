@@ -52,6 +52,7 @@ from twossp.evaluation.clusters import clusters
 from twossp.evaluation.local_tasks import load_tasks, local_data_files, task_manager
 from twossp.extras import require
 from twossp.io import atomic_write_text
+from twossp.progress import track
 from twossp.results import Metric
 
 log = logging.getLogger(__name__)
@@ -223,26 +224,42 @@ def run_tasks(
     manager, built = prepared.manager, prepared.built
     was_training = model.training
     model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
-        out = lm_eval.simple_evaluate(
-            lm,
-            tasks=built,
-            num_fewshot=spec.num_fewshot,
-            samples=_samples(spec, prepared),
-            bootstrap_iters=spec.stderr_iters,
-            log_samples=True,  # each document's outcome: documents()
-            task_manager=manager,  # passes the built tasks through
-            random_seed=spec.seed,
-            numpy_random_seed=spec.seed,
-            torch_random_seed=spec.seed,
-            fewshot_random_seed=spec.seed,
-        )
+        with _count_requests(lm):
+            out = lm_eval.simple_evaluate(
+                lm,
+                tasks=built,
+                num_fewshot=spec.num_fewshot,
+                samples=_samples(spec, prepared),
+                bootstrap_iters=spec.stderr_iters,
+                log_samples=True,  # each document's outcome: documents()
+                task_manager=manager,  # passes the built tasks through
+                random_seed=spec.seed,
+                numpy_random_seed=spec.seed,
+                torch_random_seed=spec.seed,
+                fewshot_random_seed=spec.seed,
+            )
     finally:
         model.train(was_training)
     return DownstreamResult(
         to_metrics(out, spec), lm_eval_record(out), documents(out, spec, prepared)
     )
+
+
+def _count_requests(lm):
+    """Count the log-likelihood requests lm-eval's model calls score, so a log shows where
+    a long downstream evaluation is (every 30 s or so; lm-eval's own bar needs a terminal)."""
+    where = track(desc="lm-eval", unit="requests", announce=False)
+    call = lm._model_call
+
+    def counted(inps, *args, **kwargs):
+        out = call(inps, *args, **kwargs)
+        where.update(len(inps))
+        return out
+
+    lm._model_call = counted
+    return where
 
 
 def documents(out: dict, spec: DownstreamSpec, prepared: PreparedTasks) -> list[dict]:

@@ -37,10 +37,10 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from twossp.devices import input_device
 from twossp.forward import nll_sum
+from twossp.progress import track
 
 CONFIDENCE = 0.95
 
@@ -180,9 +180,9 @@ def perplexity(
     device = input_device(model)
     total_nll, total_tokens = 0.0, 0
     window_nll: list[float] = []
-    for start in tqdm(
-        range(0, len(chunks), batch_size), desc=desc, disable=not progress, leave=False
-    ):
+    # a bar on a terminal; otherwise the position in the log every 30 s or so
+    where = track(total=len(chunks), desc=desc, unit="windows", show=progress, announce=False)
+    for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size].to(device)
         logits = model(input_ids=batch, use_cache=False).logits
         nll, n = nll_sum(logits, batch)
@@ -191,6 +191,8 @@ def perplexity(
         for row in range(len(batch)):
             row_nll, row_n = nll_sum(logits[row : row + 1], batch[row : row + 1])
             window_nll.append(row_nll / row_n)
+        where.update(len(batch))
+    where.close()
     mean = total_nll / total_tokens
     low, high = ppl_interval(window_nll) or (None, None)
     return PerplexityResult(
