@@ -22,7 +22,7 @@ from analysis import paired
 from analysis.cells import DENSE, select, sparsity_label, unique_cells, with_sparsity
 from analysis.order import METHOD_ORDER, MODEL_ORDER, PPL_DATASETS, PROTOCOL_ORDER, ROW_KEY, TASKS
 from analysis.render import Table
-from analysis.verdicts import Run, Units, as_units
+from analysis.verdicts import Run, Units, as_units, p_phrase, p_text
 
 REFERENCE = "twossp"
 METRICS = ("ppl", "acc", "acc_norm")
@@ -53,20 +53,6 @@ COLUMNS = ["model", "protocol", "sparsity", "metric", "dataset", "reference", "r
 
 def _rank(value, order) -> tuple:
     return (order.index(value), "") if value in order else (len(order), str(value))
-
-
-def p_text(p: float) -> str:
-    """``"< 0.001"``, ``"0.003"`` or ``"0.31"``."""
-    if math.isnan(p):
-        return ""
-    if p < 0.001:
-        return "< 0.001"
-    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
-
-
-def _p_phrase(p: float) -> str:
-    text = p_text(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def _points(x: float) -> str:
@@ -141,7 +127,7 @@ def verdict_sentence(
             f"difference {_points(result.estimate)} points "
             f"[{_points(result.low)}, {_points(result.high)}]"
         )
-    stats = f"{shown}, {_p_phrase(result.p)}, {units_text(result, metric)}"
+    stats = f"{shown}, {p_phrase(result.p)}, {units_text(result, metric)}"
     if result.p < alpha and result.direction != 0:
         if metric == "ppl":
             way = "lower" if result.direction < 0 else "higher"

@@ -283,8 +283,8 @@ def calibration_curve(stats: pd.DataFrame, model: str, protocol: str, path: str 
 
 
 def draws_strip(rows: pd.DataFrame, model: str, protocol: str, path: str | Path) -> Path:
-    """Perplexity of every calibration draw per method (and budget), draw 0 filled, mean ±
-    std beside; one panel per dataset."""
+    """Perplexity of every calibration draw per method (and budget), draw 0 filled, the
+    geometric mean ×/÷ the geometric standard deviation beside; one panel per dataset."""
     datasets = ordered(rows["dataset"], PPL_DATASETS)
     fig, axes = _panels(len(datasets))
     keys = [k[2:] for k in draws.row_order(list(dict.fromkeys(rows[draws.ROW].itertuples(
@@ -301,9 +301,11 @@ def draws_strip(rows: pd.DataFrame, model: str, protocol: str, path: str | Path)
                        marker="o", facecolors="none", edgecolors="C0")  # fmt: skip
             ax.scatter([x - 0.1] * int(first.sum()), pts.loc[first, "value"], marker="o",
                        color="C0", label="draw 0" if x == 0 else None)  # fmt: skip
-            std = pts["value"].std() if len(pts) > 1 else 0.0
-            ax.errorbar(x + 0.1, pts["value"].mean(), yerr=std, marker="s", color="C1",
-                        capsize=3, label="mean ± std" if x == 0 else None)  # fmt: skip
+            mean, factor = draws.geometric(pts["value"])
+            factor = 1.0 if np.isnan(factor) else factor
+            yerr = [[mean - mean / factor], [mean * factor - mean]]
+            ax.errorbar(x + 0.1, mean, yerr=yerr, marker="s", color="C1", capsize=3,
+                        label="geometric mean ×/÷ sd" if x == 0 else None)  # fmt: skip
         ax.set_xticks(range(len(keys)), labels, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("perplexity (each calibration draw)")

@@ -211,6 +211,22 @@ def as_units(items) -> Units:
     return items if isinstance(items, Units) else Units(items)
 
 
+def p_text(p: float) -> str:
+    """A p value as tables print it: ``"< 0.001"``, ``"0.003"``, ``"0.31"`` (empty for
+    NaN)."""
+    if missing(p) or math.isnan(p):
+        return ""
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+
+
+def p_phrase(p: float) -> str:
+    """``"p < 0.001"`` or ``"p = 0.03"``."""
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def detectable_text(value: float, scale: str) -> str:
     """The detectable difference printed beside a tie: ``(≥1.23x)`` for a perplexity
     ratio, ``(≥4.1 pts)`` for accuracy points; empty when unknown."""

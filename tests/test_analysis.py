@@ -992,16 +992,27 @@ def _draws_sweep(root):
     )  # fmt: skip
 
 
-def test_draws_table_gives_draw_zero_spread_and_wins_across_methods(tmp_path):
+def test_draws_table_gives_draw_zero_geometric_mean_and_the_paired_test(tmp_path):
+    # This test pinned the arithmetic mean ± std and "lowest in k/n", a count without a
+    # test. Now: the geometric mean (exp of the mean log perplexity) ×/÷ the geometric sd,
+    # and the ratio to the lowest other method paired by draw, with its sign-flip p.
     _draws_sweep(tmp_path / "r")
     frame = _merged(tmp_path / "r")
     assert draws.applies(frame, "seeds") and not draws.applies(frame, "seeds_big")
     md = draws.draws_table(frame, ["seeds", "seeds_big"]).to_markdown()
-    # 2SSP at 4 windows: draw 0 = 10, mean 14 ± 5.29, lowest in draws 0 and 1 (its own
-    # 32-window row, lower on draw 0, is not its rival)
-    assert "| m | paper | 37.5% | twossp | 4 | 10.00 | 14.00 ± 5.29 (n=3) | 2/3 |" in md
-    assert "| m | paper | 37.5% | twossp | 32 | 9.00 | 9.00 (n=1) | 1/1 |" in md
-    assert "| m | paper | 37.5% | shortgpt | 4 | 15.00 | 15.00 ± 1.00 (n=3) | 1/3 |" in md
+    # 2SSP at 4 windows: draws 10, 12, 20 -> 2400^(1/3) = 13.39; against ShortGPT's 15, 16,
+    # 14 the per-draw log ratios are -0.41, -0.29, +0.36: |sum| 0.34 is reached by 6 of the
+    # 8 sign patterns (p = 0.75), and three draws could never give less than 2/8
+    ratio = paired.draws_ratio([10.0, 12.0, 20.0], [15.0, 16.0, 14.0])
+    assert ratio.p == pytest.approx(0.75) and f"{ratio.estimate:.2f}" == "0.89"
+    assert (
+        f"| m | paper | 37.5% | twossp | 4 | 10.00 | 13.39 ×/÷ 1.43 (n=3) | 0.89 "
+        f"[{ratio.low:.2f}, {ratio.high:.2f}] vs shortgpt (4 w), p = 0.75, n=3 |"
+    ) in md
+    # its own 32-window row is not its rival, and shares one draw with ShortGPT: no test
+    assert "| m | paper | 37.5% | twossp | 32 | 9.00 | 9.00 (n=1) | no rival with 2+" in md
+    assert "| shortgpt | 4 | 15.00 | 14.98 ×/÷ 1.07 (n=3) | 1.12 [" in md
+    assert "cannot fall below 2/2^n (0.25 for 3)" in md
 
 
 def test_tables_cli_reads_several_experiments_together(tmp_path, capsys):
