@@ -34,6 +34,7 @@ import logging
 import platform
 import statistics
 import time
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -202,6 +203,115 @@ def greedy_reference(model: nn.Module, prompt: torch.Tensor, new_tokens: int) ->
             logits = model(input_ids=seq, use_cache=False).logits[:, -1]
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
     return seq
+
+
+# --- compiled decoding -----------------------------------------------------------------------
+
+
+def _own_code(fn, name: str):
+    """``fn`` with a code object of its own, named ``name``.
+
+    Dynamo keeps compiled code, and counts recompiles against its ``recompile_limit`` (8), per
+    code object: one step function shared by many models would recompile for each (other
+    weights, other shapes), look each call up among all of them, and fall back to eager after
+    the eighth. A code object per model gives each model its own single graph.
+    """
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+def compiled_forward(model: nn.Module, mode: str | None = None):
+    """``ids -> logits``: a ``torch.compile``d forward of ``model`` without KV cache (a prefill
+    as :func:`twossp.evaluation.costs.forward_fn` runs it eagerly). The first call compiles."""
+
+    def prefill(ids: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids, use_cache=False).logits
+
+    fn = _own_code(prefill, f"prefill_{id(model):x}")
+    return torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
+
+
+class StaticGreedy:
+    """Greedy decoding as a deployment stack runs it: a static KV cache (transformers'
+    ``StaticCache``: allocated once, updated in place) and a ``torch.compile``d decode step
+    (one token in, its argmax out: fixed shapes, so one graph serves every step).
+
+    The prompt's prefill runs eagerly into the cache, as transformers' own static-cache
+    ``generate`` does (its shape changes with the prompt). Positions are passed explicitly.
+    A block without attention (2SSP) uses no cache slot (the remaining attention modules hold
+    slots ``0..n-1``, :func:`twossp.surgery.renumber_cache_layers`), so the slots past them
+    are never allocated; with no attention left there is no cache at all (each token's output
+    then depends on that token alone). SliceGPT's shortcut blocks hand the cache to their
+    attention like any block.
+
+    Args:
+        model: a causal LM in eval mode.
+        max_len: prompt plus new tokens the cache holds; the graph is compiled for it, and
+            every shorter run reuses it.
+        compile: compile the decode step (False: the same loop run eagerly).
+        mode: the ``torch.compile`` mode (None: the default; ``"reduce-overhead"`` adds CUDA
+            graphs on a GPU).
+    """
+
+    def __init__(
+        self, model: nn.Module, max_len: int, compile: bool = True, mode: str | None = None
+    ):
+        from transformers import StaticCache
+
+        self.model = model
+        self.max_len = int(max_len)
+        self.device = input_device(model)
+        has_attention = bool(kv_shape(model).attention_blocks)
+        cache = (
+            StaticCache(config=model.config, max_cache_len=self.max_len) if has_attention else None
+        )
+        self.cache = cache
+
+        def decode_step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+            out = model(
+                input_ids=token, position_ids=position, cache=cache, use_cache=has_attention
+            )
+            return out.logits[:, -1].argmax(-1, keepdim=True)
+
+        step = _own_code(decode_step, f"decode_step_{id(self):x}")
+        self.step = (
+            torch.compile(step, fullgraph=True, dynamic=False, mode=mode) if compile else step
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float]:
+        """(``prompt`` followed by ``new_tokens`` greedy tokens, seconds of the decode steps
+        after the first new token: the prompt's prefill and the first token not included).
+
+        Args:
+            prompt: ``[1, prompt_len]`` token ids.
+            new_tokens: tokens to generate (at least 1; end-of-text does not stop it).
+        """
+        prompt = prompt.reshape(1, -1).to(self.device)
+        length = prompt.shape[1]
+        if new_tokens < 1 or length + new_tokens > self.max_len:
+            raise ValueError(
+                f"StaticGreedy holds {self.max_len} tokens; a prompt of {length} and "
+                f"{new_tokens} new tokens (at least 1) do not fit"
+            )
+        if self.cache is not None:
+            self.cache.reset()
+        positions = torch.arange(length, device=self.device).unsqueeze(0)
+        logits = self.model(
+            input_ids=prompt,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=self.cache is not None,
+        ).logits
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        tokens = [token]
+        _synchronize(self.device)
+        start = _clock(self.device)
+        for i in range(new_tokens - 1):
+            token = self.step(token, positions[:, -1:] + (i + 1))
+            tokens.append(token)
+        seconds = _elapsed(start, self.device)
+        return torch.cat([prompt, *tokens], dim=1), seconds
 
 
 def _output_cache(out):
