@@ -2,8 +2,8 @@
 the order in which experiments are shown.
 
 - :func:`results_path`: ``$TWOSSP_RESULTS_FILE`` as given; else ``<results dir>/results.parquet``,
-  merged again (:mod:`analysis.collect`) when it is missing or older than a run, membership
-  or plan file of that folder, so the notebook runs right after ``twossp-run``.
+  merged again (:mod:`analysis.collect`) when it is missing or older than a run, items,
+  membership or plan file of that folder, so the notebook runs right after ``twossp-run``.
 - :func:`experiments`: ``$TWOSSP_EXPERIMENT``, else every experiment of the file, those with
   rows of a real model (:data:`LEAD_MODELS`, SmolLM2-135M) first.
 - :func:`heading`: an experiment's heading, naming its models and marking smoke-test models
@@ -31,7 +31,7 @@ LEAD_MODELS = ("smollm2_135m",)
 
 def _newest_input(results_dir: Path) -> float:
     """The newest modification time of the files a merge reads (0 when there are none)."""
-    patterns = ("runs/*.parquet", "experiments/*/*", "plans/*.json")
+    patterns = ("runs/*.parquet", "items/*.parquet", "experiments/*/*", "plans/*.json")
     times = [p.stat().st_mtime for pat in patterns for p in results_dir.glob(pat) if p.is_file()]
     return max(times, default=0.0)
 

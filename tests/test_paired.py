@@ -1,17 +1,21 @@
 """analysis.paired: every paired test against scipy or a hand-computed answer (the paired t
 interval, the sign-flip permutation p, McNemar, the bootstrap, cluster-robust errors, the
-detectable-difference formulas, Holm and the intersection-union rule)."""
+detectable-difference formulas, Holm and the intersection-union rule); the verdict sentences;
+and analysis.verdicts: which units two runs share (items built from the per-item contract of
+twossp.items) and the marks drawn from them."""
 
 from __future__ import annotations
 
+import json
 import math
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import comparison, paired
+from analysis import comparison, paired, verdicts
 
 
 def _nll(seed: int, n: int, shift: float = 0.0, noise: float = 0.05):
@@ -313,3 +317,108 @@ def test_verdict_sentences_come_from_the_test():
         "2SSP and the window baseline on PIQA at 37.5% cannot be compared: their runs share "
         "no scored units."
     )
+
+
+# --- units: what two runs share (items built from the per-item contract) ---------------------
+
+
+def _windows(chash, units, nll, tokens=127, dataset="wikitext2"):
+    return pd.DataFrame(
+        {
+            "config_hash": chash, "kind": "window", "dataset": dataset, "subtask": None,
+            "unit": list(units), "offset": [u * (tokens + 1) for u in units],
+            "tokens": tokens, "nll": list(nll), "acc": np.nan, "acc_norm": np.nan,
+            "target": None, "loglik": None, "cluster": None,
+        }
+    )  # fmt: skip
+
+
+def _docs(chash, task, subtasks, units, acc, acc_norm=None, cluster=None):
+    n = len(units)
+    return pd.DataFrame(
+        {
+            "config_hash": chash, "kind": "document", "dataset": task, "subtask": subtasks,
+            "unit": list(units), "offset": None, "tokens": None, "nll": np.nan,
+            "acc": list(acc), "acc_norm": acc_norm if acc_norm is not None else [np.nan] * n,
+            "target": 0, "loglik": [[0.0, -1.0]] * n, "cluster": cluster,
+        }
+    )  # fmt: skip
+
+
+def _run(chash, metric="ppl", dataset="wikitext2", variant=None):
+    return verdicts.Run(chash, metric, dataset, variant)
+
+
+def test_windows_pair_on_the_intersection_of_their_keys():
+    a_nll = np.linspace(3.0, 3.9, 10)
+    b_nll = a_nll[2:] - 0.1
+    items = pd.concat(
+        [_windows("a", range(10), a_nll), _windows("b", range(2, 12), [*b_nll, 9.0, 9.0])]
+    )
+    units = verdicts.Units(items)
+    result = units.compare(_run("a"), _run("b"))
+    assert result.n == 8 and result.estimate == pytest.approx(math.exp(0.1))
+    assert result.p == pytest.approx(2 / 2**8)
+    # windows cut with another length predict other tokens: nothing to pair
+    other = verdicts.Units(pd.concat([_windows("a", range(10), a_nll),
+                                      _windows("c", range(10), a_nll, tokens=63)]))  # fmt: skip
+    assert other.compare(_run("a"), _run("c")) is None
+
+
+def test_window_losses_of_the_rows_pair_only_under_equal_settings():
+    def variant(nll, **settings):
+        return json.dumps({"dataset": "wikitext2", "seqlen": 128, "max_windows": 8,
+                           "windows": len(nll), **settings, "window_nll": list(nll)})  # fmt: skip
+
+    a, b = [3.0, 3.2, 3.1, 3.4], [3.1, 3.3, 3.3, 3.5]
+    units = verdicts.Units(None)
+    result = units.compare(_run("a", variant=variant(a)), _run("b", variant=variant(b)))
+    assert result.n == 4 and result.estimate == pytest.approx(math.exp(np.mean(np.subtract(a, b))))
+    moved = _run("b", variant=variant(b, max_windows=16))
+    assert units.compare(_run("a", variant=variant(a)), moved) is None
+    assert units.compare(_run("a", variant=variant(a)), _run("b")) is None  # no losses kept
+
+
+def test_documents_pair_by_subtask_and_id_with_their_clusters():
+    subtasks = ["mmlu_anatomy"] * 4 + ["mmlu_law"] * 4
+    ids = [0, 1, 2, 3] * 2
+    a = _docs("a", "mmlu", subtasks, ids, [1, 1, 0, 1, 1, 1, 1, 0], cluster=subtasks)
+    b = _docs("b", "mmlu", subtasks, ids, [0, 1, 0, 1, 0, 0, 1, 0], cluster=subtasks)
+    b_extra = _docs("b", "mmlu", ["mmlu_law"], [9], [1])
+    units = verdicts.Units(pd.concat([a, b, b_extra]))
+    result = units.compare(_run("a", "acc", "mmlu"), _run("b", "acc", "mmlu"))
+    assert result.n == 8 and result.clusters == 2  # the extra document is not paired
+    assert result.estimate == pytest.approx(3 / 8)
+    assert result.se == pytest.approx(
+        paired.paired_se([1, 1, 0, 1, 1, 1, 1, 0], [0, 1, 0, 1, 0, 0, 1, 0], subtasks)
+    )
+    # acc_norm is null for these documents: nothing to pair
+    assert units.compare(_run("a", "acc_norm", "mmlu"), _run("b", "acc_norm", "mmlu")) is None
+
+
+def test_paired_marks_never_bold_a_lone_method_and_leave_dense_out():
+    index = pd.MultiIndex.from_tuples(
+        [("m", "p", "dense"), ("m", "p", "twossp"), ("m", "p", "shortgpt"), ("n", "p", "twossp")],
+        names=["model", "protocol", "method"],
+    )
+    values = pd.DataFrame({("wikitext2", "ours"): [5.0, 8.0, 9.0, 7.0]}, index=index)
+    base = np.array([3.0, 3.2, 2.9, 3.1, 3.3, 3.0, 2.8, 3.4])
+    nll = {"dense": base - 0.5, "twossp": base, "shortgpt": base + 0.1, "n": base}
+    items = pd.concat([_windows(h, range(8), v) for h, v in nll.items()])
+    cells = {(row, ("wikitext2",)): (_run(row[2] if row[0] == "m" else "n"),) for row in index}
+    marks = verdicts.paired_marks(values, cells, verdicts.Units(items), lower_is_better=True)
+    assert marks.best.iloc[:, 0].tolist() == [False, True, False, False]  # n: twossp alone
+    assert len(marks.verdicts) == 1 and marks.verdicts[0].comparisons["shortgpt"].n == 8
+    notes = " ".join(verdicts.marks_notes(marks, "window", "a test", "(≥1.23x): a ratio"))
+    assert "Paired on 8 windows per comparison" in notes and "twossp 1 of 1" in notes
+    # without units: no verdict, and the caption says why
+    bare = verdicts.paired_marks(values, cells, verdicts.Units(None), lower_is_better=True)
+    assert not bare.best.any().any() and bare.undecided == 1
+    assert "no per-window outcomes" in verdicts.marks_notes(bare, "window", "t", "e")[0]
+
+
+def test_tied_cells_carry_the_detectable_difference():
+    assert verdicts.detectable_text(1.2345, paired.RATIO) == "(≥1.23x)"
+    assert verdicts.detectable_text(0.041, paired.DIFFERENCE) == "(≥4.1 pts)"
+    assert verdicts.detectable_text(float("nan"), paired.RATIO) == ""
+    assert [verdicts.p_text(p) for p in (0.0004, 0.0031, 0.312)] == ["< 0.001", "0.003", "0.31"]
