@@ -13,6 +13,7 @@ import pytest
 from experiments.run import to_run_spec
 from tests.conftest import compose_config, needs_shared
 from twossp.methods import METHODS
+from twossp.methods.registry import method_names
 from twossp.results import lm_eval_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ def test_cpu_smollm2_downstream_prunes_as_cpu_smollm2_on_the_same_documents():
     assert twossp.method_params["score_seqlen"] == 64  # a cpu_smollm2 reduction, also unswept
 
 
-def test_cpu_smollm2_seeds_spans_five_draws_and_the_authors_2ssp_budget():
+def test_cpu_smollm2_seeds_spans_five_draws():
     cpu = {
         m: to_run_spec(_compose("experiment=cpu_smollm2", f"method={m}", "protocol=paper"))
         for m in ("twossp", "blockpruner", "slicegpt")
@@ -228,14 +229,42 @@ def test_cpu_smollm2_seeds_spans_five_draws_and_the_authors_2ssp_budget():
     for m, base in cpu.items():  # seed 0 prunes and scores as cpu_smollm2, without timing rows
         assert base.calib.seed == 0 and _without_eval(seed0[m]) == _without_eval(base)
         assert seed0[m].eval.inference is None and base.eval.inference is not None
-    authors = [
-        to_run_spec(_compose("experiment=cpu_smollm2_seeds_authors", *p))
-        for p in _sweep_points("cpu_smollm2_seeds_authors")
+
+
+def test_the_authors_budget_experiments_share_their_draw_0_runs():
+    authors = {
+        s.method: s
+        for s in (
+            to_run_spec(_compose("experiment=cpu_smollm2_authors", *p))
+            for p in _sweep_points("cpu_smollm2_authors")
+        )
+    }
+    assert set(authors) == set(method_names())
+    # every method reads a quarter of the paper's calibration tokens: 512-token windows
+    assert {s.calib.seqlen for s in authors.values()} == {512}
+    assert authors["shortgpt"].calib.n_samples == 256
+    assert authors["twossp"].method_params["score_seqlen"] is None
+    evopress = authors["evopress"].method_params
+    assert (evopress["pool_tokens"], evopress["tokens"], evopress["initial_tokens"]) == (
+        131072 // 4,
+        [2048 // 4, 32768 // 4],
+        2048 // 4,
+    )
+    assert (evopress["offspring"], evopress["initially_generated"]) == (32, 64)
+    assert authors["dense"].eval.max_windows == 48
+    draws = [
+        to_run_spec(_compose("experiment=cpu_smollm2_authors_draws", *p))
+        for p in _sweep_points("cpu_smollm2_authors_draws")
     ]
-    assert [(s.method, s.calib.seed, s.experiment) for s in authors] == [
-        ("twossp", seed, "cpu_smollm2_seeds_authors") for seed in range(5)
+    assert len({s.config_hash for s in draws}) == 3 * 5
+    for s in draws:
+        if s.calib.seed == 0:  # the same runs as cpu_smollm2_authors
+            assert s.config_hash == authors[s.method].config_hash
+    downstream = [
+        to_run_spec(_compose("experiment=cpu_smollm2_authors_downstream", *p))
+        for p in _sweep_points("cpu_smollm2_authors_downstream")
     ]
-    for s in authors:
-        assert s.method_params["n_calib_stage1"] == 32 and s.method_params["score_seqlen"] is None
-        assert s.calib.n_samples == 32 and s.calib.seqlen == 512
-        assert s.config_hash not in unique
+    for s in downstream:  # pruned exactly as in cpu_smollm2_authors, scored on documents
+        base = authors[s.method]
+        assert s.built_method == base.built_method and s.calib == base.calib
+        assert s.eval.datasets == [] and s.eval.downstream.limit == 1000
