@@ -41,12 +41,12 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.methods.base import PruneContext, PruningMethod, clip_windows, select_samples
 from twossp.methods.registry import register
 from twossp.plan import PrunePlan
+from twossp.progress import track
 from twossp.scoring import KINDS, SubmoduleScorer, has_submodule, swap_submodule, zero_submodule
 from twossp.sparsity import (
     UnreachableSparsityError,
@@ -110,9 +110,9 @@ class _Search:
             and self.cost(kind, i) < max_cost
         ]
 
-    def remove_best(self, candidates: list[tuple[str, int]]) -> int:
+    def remove_best(self, candidates: list[tuple[str, int]], on_scored=None) -> int:
         """Zero the candidate whose removal gives the lowest NLL; returns its cost."""
-        (kind, i), nll = self.scorer.best(candidates)
+        (kind, i), nll = self.scorer.best(candidates, on_scored)
         cost = self.cost(kind, i)
         self.stash.append((kind, i, zero_submodule(self.adapter, kind, i)))
         self.scorer.refresh_from(i)
@@ -153,13 +153,13 @@ def blockpruner_search(
         raise ValueError("give exactly one of budget (greedy) or per_kind (alternate)")
     search = _Search(adapter, samples, use_cache)
     total = 2 * per_kind if per_kind is not None else budget
-    unit = "step" if per_kind is not None else "param"
-    bar = tqdm(total=total, desc="BlockPruner", unit=unit, unit_scale=True, disable=not progress)
+    unit = "steps" if per_kind is not None else "params"
+    bar = track(desc="BlockPruner", total=total, unit=unit, show=progress, logger=log)
     try:
         if per_kind is not None:
             for _ in range(per_kind):
                 for kind in KINDS:
-                    search.remove_best(search.candidates((kind,)))
+                    search.remove_best(search.candidates((kind,)), bar.within)
                     bar.update(1)
         else:
             while search.removed < budget:
@@ -172,7 +172,7 @@ def blockpruner_search(
                         f"removed every submodule ({search.removed} params) short of the "
                         f"budget {budget}"
                     )
-                bar.update(search.remove_best(candidates))
+                bar.update(search.remove_best(candidates, bar.within))
     finally:
         bar.close()
         search.restore()
@@ -227,6 +227,12 @@ class BlockPruner(PruningMethod):
             raise UnreachableSparsityError(
                 f"sparsity {sparsity} ({budget} of {total} block params) would remove every "
                 "attention and MLP submodule; use a lower target"
+            )
+        if self.rounding == "nearest" and smallest >= 2 * budget:
+            raise UnreachableSparsityError(
+                f"BlockPruner at sparsity {sparsity} removes nothing: its budget of {budget} "
+                f"block params is nearer to no removal than to the smallest submodule "
+                f"({smallest} params); use a higher target"
             )
 
     def plan(self, model: nn.Module, ctx: PruneContext) -> PrunePlan:

@@ -73,7 +73,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.data import CalibrationSpec
@@ -82,6 +81,7 @@ from twossp.forward import capture_block_inputs, logits_from_hidden, run_blocks
 from twossp.methods.base import PruneContext, PruningMethod, select_samples
 from twossp.methods.registry import register
 from twossp.plan import PrunePlan
+from twossp.progress import track
 from twossp.scoring import zeroed
 from twossp.sparsity import blocks_for_sparsity, check_rounding, validate_sparsity
 
@@ -165,8 +165,8 @@ class KLFitness:
         self.dense: list[torch.Tensor] = []
         self.evaluations = 0
         self._memo: dict[tuple[Genome, Windows], float] = {}
-        for s in tqdm(
-            self.samples, desc="EvoPress dense logits", disable=not progress, leave=False
+        for s in track(
+            self.samples, desc="EvoPress dense logits", unit="windows", show=progress, logger=log
         ):
             self.inputs.append(capture_block_inputs(adapter, s[None]))
             self.dense.append(self._logits(len(self.inputs) - 1).cpu())
@@ -338,9 +338,16 @@ class EvoPress(PruningMethod):
         initial_tokens = self._cap(self.initial_tokens, pool, "initial_tokens")
         tokens = [self._cap(t, pool, f"selection step {j}") for j, t in enumerate(self.tokens)]
 
+        bar = track(
+            range(generations), desc="EvoPress", unit="generations", show=progress, logger=log
+        )
+
         def select(candidates: list[Genome], keep: int, budget: int):
             windows = sample_windows(rng, n_windows, seqlen, budget)
-            scores = [fitness(c, windows) for c in candidates]
+            scores = []
+            for c in candidates:
+                scores.append(fitness(c, windows))
+                bar.within(len(scores), len(candidates))
             order = sorted(range(len(candidates)), key=lambda j: (scores[j], j))[:keep]
             return [candidates[j] for j in order], [scores[j] for j in order]
 
@@ -350,7 +357,6 @@ class EvoPress(PruningMethod):
         )
         population, scores = select(initial, self.survivors[-1], initial_tokens)
         first, history = population[0], [scores[0]]
-        bar = tqdm(range(generations), desc="EvoPress", disable=not progress, leave=False)
         for _ in bar:
             children = self._distinct(
                 lambda parents=population: mutate(

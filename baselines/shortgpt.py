@@ -32,13 +32,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from baselines.similarity import BlockSimilarityMethod, iter_block_states, token_cosine
 from twossp.adapters import ModelAdapter
 from twossp.methods.base import PruneContext
 from twossp.methods.registry import register
 from twossp.plan import PrunePlan
+from twossp.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def block_influence(
     n = adapter.num_blocks
     sums = torch.zeros(n, dtype=torch.float64)
     count = 0
-    for sample in tqdm(samples, desc="ShortGPT BI", disable=not progress, leave=False):
+    for sample in track(samples, desc="ShortGPT BI", unit="windows", show=progress, logger=log):
         states = iter_block_states(adapter, sample[None])
         prev = next(states)
         for i, state in enumerate(states):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from baselines.similarity import (
     BlockSimilarityMethod,
@@ -45,6 +44,7 @@ from twossp.adapters import ModelAdapter
 from twossp.methods.base import PruneContext
 from twossp.methods.registry import register
 from twossp.plan import PrunePlan
+from twossp.progress import track
 from twossp.sparsity import UnreachableSparsityError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ def window_scores(
     score = token_cosine if distance == "cosine" else angular_distance
     sums = torch.zeros(adapter.num_blocks - n + 1, dtype=torch.float64)
     count = 0
-    for sample in tqdm(samples, desc="window distances", disable=not progress, leave=False):
+    for sample in track(
+        samples, desc="window distances", unit="windows", show=progress, logger=log
+    ):
         recent: deque[torch.Tensor] = deque(maxlen=n + 1)
         for j, state in enumerate(iter_block_states(adapter, sample[None])):
             recent.append(state[:, -1] if last_token else state)

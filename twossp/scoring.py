@@ -11,7 +11,7 @@ forward pass instead (the reference the tests compare against).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -94,14 +94,23 @@ class SubmoduleScorer:
         with zeroed(self.adapter, [(kind, i)]):
             return self.nll(i)
 
-    def best(self, candidates: list[tuple[Kind, int]]) -> tuple[tuple[Kind, int], float]:
+    def best(
+        self,
+        candidates: list[tuple[Kind, int]],
+        on_scored: Callable[[int, int], None] | None = None,
+    ) -> tuple[tuple[Kind, int], float]:
         """The candidate whose removal gives the lowest NLL, and that NLL.
 
-        Non-finite scores rank last; ties go to the earlier candidate.
+        Non-finite scores rank last; ties go to the earlier candidate. ``on_scored(k, n)`` is
+        called after the ``k``-th of ``n`` candidates is scored (progress lines).
         """
         if not candidates:
             raise ValueError("no candidate submodule to score")
-        scores = [self.nll_without(kind, i) for kind, i in candidates]
+        scores = []
+        for kind, i in candidates:
+            scores.append(self.nll_without(kind, i))
+            if on_scored is not None:
+                on_scored(len(scores), len(candidates))
         scores = [x if math.isfinite(x) else math.inf for x in scores]
         c = min(range(len(candidates)), key=lambda c: (scores[c], c))
         return candidates[c], scores[c]

@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from baselines.slicegpt.modules import install_shortcut_block
 from twossp.adapters import ModelAdapter
 from twossp.devices import input_device
 from twossp.forward import capture_block_inputs, run_blocks
+from twossp.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def rotate_and_slice(
     signals.capture_embeddings()  # exact (rotated, sliced) inputs of block 0
     n = adapter.num_blocks
     eye = torch.eye(width, dtype=dtype, device=q_in.device)
-    for i in tqdm(range(n), desc="SliceGPT", disable=not progress, leave=False):
+    for i in track(range(n), desc="SliceGPT", unit="blocks", show=progress, logger=log):
         d_out = width if (i == n - 1 and not slice_head) else dim
         attn_readers, mlp_readers = adapter.residual_readers(i)
         attn_writer, mlp_writer = adapter.residual_writers(i)

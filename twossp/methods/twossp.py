@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from twossp.adapters import ModelAdapter, get_adapter
 from twossp.devices import input_device
@@ -43,6 +42,7 @@ from twossp.methods.base import (
 )
 from twossp.methods.registry import register
 from twossp.plan import PrunePlan
+from twossp.progress import track
 from twossp.scoring import SubmoduleScorer
 from twossp.sparsity import UnreachableSparsityError
 from twossp.surgery import keep_ffn_neurons, remove_attention, renumber_cache_layers
@@ -118,7 +118,9 @@ def stage1_ffn_neurons(
         hooks.append(adapter.ffn_out_proj(i).register_forward_pre_hook(hook))
     device = input_device(adapter.model)
     try:
-        for sample in tqdm(samples, desc="2SSP stage 1", disable=not progress, leave=False):
+        for sample in track(
+            samples, desc="2SSP stage 1", unit="windows", show=progress, logger=log
+        ):
             adapter.model(input_ids=sample[None].to(device), use_cache=False)
     finally:
         for h in hooks:
@@ -154,9 +156,10 @@ def stage2_attention(
     """
     scorer = SubmoduleScorer(adapter, samples, use_cache)
     removed: list[int] = []
-    for _ in tqdm(range(n_attn), desc="2SSP stage 2", disable=not progress, leave=False):
+    steps = track(range(n_attn), desc="2SSP stage 2", unit="steps", show=progress, logger=log)
+    for _ in steps:
         present = [("attention", i) for i in range(adapter.num_blocks) if adapter.has_attention(i)]
-        (_, best), best_nll = scorer.best(present)
+        (_, best), best_nll = scorer.best(present, steps.within)
         remove_attention(adapter, best)
         scorer.refresh_from(best)
         removed.append(best)
@@ -213,8 +216,13 @@ class TwoSSP(PruningMethod):
                 f"samples), got n_calib_stage1={self.n_calib_stage1}, "
                 f"n_calib_stage2={self.n_calib_stage2}"
             )
-        self.budget(model, sparsity)
-
+        budget = self.budget(model, sparsity)
+        if budget.n_attn == 0 and budget.ffn_keep >= budget.ffn_width:
+            raise UnreachableSparsityError(
+                f"2SSP at sparsity {sparsity} removes nothing from this model (no attention "
+                f"module, and all {budget.ffn_width} FFN neurons of every block kept); use a "
+                "higher target"
+            )
         if self.score_seqlen is not None and self.score_seqlen < 2:
             raise ValueError(f"score_seqlen must be >= 2 or null, got {self.score_seqlen}")
 
