@@ -77,3 +77,30 @@ def test_paper_streams_join_tokenize_and_cut_as_the_authors_code(tmp_path):
         Chars(), CalibrationSpec(ds, n_samples=2, seqlen=3, seed=0, packing="documents")
     )  # EvoPress: "ab\n\n" is short, "ab\n\ncde" gives "ab\n" (the rest dropped), "fgh"
     assert ["".join(map(chr, w)) for w in packed.tolist()] == ["ab\n", "fgh"]
+
+
+def test_a_local_corpus_is_recorded_by_name_and_contents_not_by_path(tmp_path):
+    """A run record's variant names a local copy by file name and content fingerprint: no
+    path of this machine, and the same file elsewhere records alike."""
+    from twossp.data import token_stream
+
+    class Chars:
+        name_or_path = "chars"
+
+        def __call__(self, text, return_tensors=None, add_special_tokens=True, verbose=True):
+            import torch
+
+            return type("Out", (), {"input_ids": torch.tensor([[ord(c) for c in text]])})()
+
+    sources = []
+    for folder in ("a", "b"):
+        path = tmp_path / folder / "wiki.txt"
+        path.parent.mkdir()
+        path.write_text("first line\nsecond line\n")
+        _, variant = token_stream(Chars(), TextDataset("w", local_path=str(path)), 2)
+        sources.append(variant["source"])
+    assert sources[0] == sources[1] and sources[0].startswith("local:wiki.txt@")
+    assert str(tmp_path) not in sources[0]
+    (tmp_path / "b" / "wiki.txt").write_text("other text\n")
+    changed = TextDataset("w", local_path=str(tmp_path / "b" / "wiki.txt"))
+    assert changed.recorded_source() != sources[0]

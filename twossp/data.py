@@ -81,7 +81,19 @@ class TextDataset:
                 raise ValueError(f"dataset {self.name!r}: {key} must be >= 1 or null, got {value}")
 
     def source(self) -> str:
+        """Where the text is read from on this machine (for messages)."""
         return f"local:{self.local_path}" if self.local_path else f"hub:{self.hub_path}"
+
+    def recorded_source(self) -> str:
+        """Where the text came from, as a record keeps it: a local copy by its file name and
+        the fingerprint of its contents (``local:ptb_test.txt@3f2a...``; no path of this
+        machine, and a moved copy records alike), a hub dataset by its id."""
+        if not self.local_path:
+            return f"hub:{self.hub_path}"
+        from twossp.model_source import path_fingerprint
+
+        path = Path(self.local_path).expanduser()
+        return f"local:{path.name}@{path_fingerprint(path)}"
 
 
 _DOCS: dict[str, list[str]] = {}
@@ -205,7 +217,7 @@ def token_stream(tokenizer, ds: TextDataset, seqlen: int) -> tuple[torch.Tensor,
             ids = ids[: ds.stream_windows * seqlen]
         variant = {
             "dataset": ds.name,
-            "source": ds.source(),
+            "source": ds.recorded_source(),
             "split": ds.split,
             "join": ds.join,
             "special_tokens": ds.special_tokens,
