@@ -60,6 +60,17 @@ reproduce-table: $(VENV)
 	$(PY) -m analysis.tables --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/tables/$(EXPERIMENT)
 	$(PY) -m analysis.plots --experiment $(EXPERIMENT) --results $(MERGED) --out $(RESULTS)/plots/$(EXPERIMENT)
 
+# A results page written from the record: docs/results/<name>.md with every table, the paired
+# verdict sentences, where it ran, and its plots beside it. RECORD is a results folder (default:
+# the committed record in docs/results/record); EXPERIMENT may list several experiments for one
+# page (NAME names it, default the first); LOGGER=wandb also logs the tables and plots to one
+# W&B summary run (WANDB_MODE=offline works without a key).
+RECORD ?= docs/results/record
+.PHONY: report
+report: $(VENV)
+	$(PY) -m analysis.report $(foreach e,$(EXPERIMENT),--experiment $(e)) --record $(RECORD) \
+		$(if $(NAME),--name $(NAME)) $(if $(LOGGER),--logger $(LOGGER))
+
 # Efficiency bench, offline (~24 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
 # FLOP / parameter ideal, peak RSS of a pruning run. Writes $(RESULTS)/bench.md and bench.json.

@@ -1,0 +1,54 @@
+"""Results pages: written from a record byte for byte, and logged to W&B offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis import report
+
+FIXTURE = Path(__file__).parent / "fixtures"
+RECORD = FIXTURE / "record_report_demo"  # stories260K: dense, 2SSP, ShortGPT; windows, documents
+PAGE = FIXTURE / "report_pages" / "report_demo.md"
+
+
+def test_the_page_regenerates_byte_for_byte_from_its_record(tmp_path):
+    page, tables, plots, sentences = report.report(["report_demo"], RECORD, tmp_path)
+    assert page.read_text() == PAGE.read_text(), "python -m analysis.report: see PAGE's header"
+    names = {t.name for t in tables}
+    assert {"table1_ppl", "table2_downstream", "paired_comparison"} <= names
+    assert all((tmp_path / "report_demo" / p.name).exists() for p in plots) and plots
+    # every verdict sentence is the analysis's, one per paired comparison
+    assert any(s.startswith("2SSP's perplexity is lower than ShortGPT's") for s in sentences)
+    assert any("cannot be told apart" in s and "could detect" in s for s in sentences)
+
+
+def test_a_page_never_names_the_machine_it_was_made_on(tmp_path):
+    page = report.report(["report_demo"], RECORD, tmp_path)[0]
+    assert "/tmp" not in page.read_text() and str(Path.home()) not in page.read_text()
+
+
+def test_an_unknown_experiment_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        report.main(["--experiment", "nosuch", "--record", str(RECORD), "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_the_report_logs_the_paper_tables_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from twossp.tracking import WandbSettings
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    page, tables, plots, sentences = report.report(["report_demo"], RECORD, tmp_path / "pages")
+    settings = WandbSettings(mode="offline", dir=str(tmp_path))
+    folder = report.log_to_wandb(page.stem, tables, plots, sentences, settings)
+    logged = {p.name.split("_0_")[0]: p for p in (folder / "files" / "media").rglob("*.json")}
+    assert {"table1_ppl", "table2_downstream", "paired_comparison", "verdicts"} <= set(logged)
+    table1 = json.loads(logged["table1_ppl"].read_text())
+    assert "method" in table1["columns"] and len(table1["data"]) == 3  # dense, 2SSP, ShortGPT
+    assert len(list((folder / "files" / "media" / "images").rglob("*.png"))) == len(plots)
