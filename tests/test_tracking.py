@@ -197,3 +197,29 @@ def test_pipeline_calls_the_tracker_after_the_parquet_is_written(tmp_path):
     assert seen == [(True, 1)]
     run(spec, tracker=Probe())  # skipped: the finished run is not logged again
     assert seen == [(True, 1)] and len(read_runs(tmp_path)) == 1
+
+
+@needs_shared()
+def test_a_finished_run_never_mirrored_is_mirrored_once_when_skipped(tmp_path):
+    """What conf/logger/wandb.yaml says: a skipped run logs nothing, unless it was never
+    mirrored (here: it finished without a tracker); then it is mirrored once."""
+    from tests.conftest import run_spec
+    from twossp.pipeline import run
+
+    spec = run_spec(
+        "method=dense", f"paths.results_dir={tmp_path}", "eval.max_windows=1", "eval.use=[ptb]"
+    )
+    assert run(spec).status == "done"  # no tracker: not mirrored
+    seen = []
+
+    class Probe:
+        def check(self):
+            pass
+
+        def log_run(self, frame):
+            seen.append(frame["config_hash"].iloc[0])
+
+    assert run(spec, tracker=Probe()).status == "skipped"
+    assert seen == [spec.config_hash]
+    assert run(spec, tracker=Probe()).status == "skipped"
+    assert seen == [spec.config_hash]  # once

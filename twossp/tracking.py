@@ -2,7 +2,9 @@
 
 Parquet files under ``results_dir`` are the record; W&B is a view of them. The pipeline calls
 :meth:`WandbTracker.log_run` only after the run's parquet file is written, so a tracker
-failure never loses a result, and a skipped (already finished) run creates no W&B run.
+failure never loses a result. A skipped (already finished) run creates no W&B run, unless it
+was never mirrored (it finished without a tracker, or its mirror failed): then it is mirrored
+once, and marked so under ``<results_dir>/mirrored/``.
 
 One W&B run per job: config attached (the whole composed config plus the config hash),
 scalars logged as ``<metric>/<dataset>`` (``ppl/wikitext2``, ``acc/arc_easy``,
