@@ -268,3 +268,22 @@ def test_the_authors_budget_experiments_share_their_draw_0_runs():
         base = authors[s.method]
         assert s.built_method == base.built_method and s.calib == base.calib
         assert s.eval.datasets == [] and s.eval.downstream.limit == 1000
+
+
+def test_the_papers_facts_are_defined_once_and_read_by_configs_and_analysis():
+    from analysis import order
+    from twossp import paper
+    from twossp.evaluation.downstream import PAPER_TASKS
+
+    assert _compose("eval=downstream").eval.downstream.tasks == list(paper.TASKS)
+    assert PAPER_TASKS == order.TASKS == paper.TASKS
+    assert order.MODEL_ORDER == paper.MODELS
+    assert order.PPL_DATASETS[: len(paper.PPL_DATASETS)] == paper.PPL_DATASETS
+    grid = _sweep_points("table1")
+    assert {dict(p)["model"] for p in map(_as_pairs, grid)} == set(paper.MODELS)
+    assert {float(dict(p)["sparsity"]) for p in map(_as_pairs, grid)} == set(paper.SPARSITIES)
+    assert list(_compose("experiment=table1").eval.use) == [*paper.PPL_DATASETS, "ptb"]
+
+
+def _as_pairs(point):
+    return [tuple(arg.split("=", 1)) for arg in point]

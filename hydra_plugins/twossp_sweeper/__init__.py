@@ -1,4 +1,5 @@
-"""The project's Hydra plugins, and the ``${methods:...}`` resolver the experiment grids use.
+"""The project's Hydra plugins, and the ``${methods:...}`` and ``${paper:...}`` resolvers the
+experiment grids use.
 
 Hydra imports every module under ``hydra_plugins`` when it starts (plugin discovery, before
 any config is composed), so the resolver registered here is there for every composition:
@@ -13,6 +14,8 @@ prunes to a target (all but dense), comma-joined in registry order
 from __future__ import annotations
 
 from omegaconf import OmegaConf
+
+from twossp import paper
 
 _SELECTIONS = ("all", "pruning")
 
@@ -32,3 +35,9 @@ def methods_sweep(selection: str) -> str:
 
 if not OmegaConf.has_resolver("methods"):
     OmegaConf.register_new_resolver("methods", methods_sweep)
+# The paper's models, sparsities, corpora and tasks (twossp/paper.py): ${paper:tasks} is a list,
+# ${paper_grid:models} a sweep value.
+if not OmegaConf.has_resolver("paper"):
+    OmegaConf.register_new_resolver("paper", paper.fact)
+if not OmegaConf.has_resolver("paper_grid"):
+    OmegaConf.register_new_resolver("paper_grid", paper.grid)

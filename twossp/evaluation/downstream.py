@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
+from twossp import paper
 from twossp.evaluation.clusters import clusters
 from twossp.evaluation.local_tasks import load_tasks, local_data_files, task_manager
 from twossp.extras import require
@@ -57,7 +58,7 @@ from twossp.results import Metric
 
 log = logging.getLogger(__name__)
 
-PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
+PAPER_TASKS = paper.TASKS
 METRICS = ("acc", "acc_norm")
 SAMPLES = ("random", "first")  # how `limit` picks documents
 # Standard errors when `limit` subsamples and bootstrap_iters is 0. acc / acc_norm aggregate
