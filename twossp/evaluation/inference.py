@@ -23,6 +23,10 @@ weight bytes and the prefill's peak memory, as typed result rows with units.
   of one profiled call replayed in order (:func:`twossp.evaluation.costs.peak_call_memory`,
   tensors only, no RSS). The variant names which.
 
+:class:`StaticGreedy` (greedy decoding over a static KV cache with a ``torch.compile``d step)
+and :func:`compiled_forward` (a compiled prefill) time what a deployment stack leaves of the
+per-module overhead; ``bench/inference_replay.py`` uses them, the per-run rows do not.
+
 Every row carries the device (and its name: the GPU's, or the CPU model from
 ``/proc/cpuinfo``), dtype, batch size and thread count, so rows of different machines are
 never compared by accident.
