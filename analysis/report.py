@@ -31,6 +31,7 @@ import pandas as pd
 
 from analysis import comparison, inference
 from analysis.cells import AmbiguousCellError, select
+from analysis.claims import claim_sentences
 from analysis.collect import merge
 from analysis.plots import all_plots
 from analysis.published import load_published
@@ -109,12 +110,18 @@ def budgets(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def verdicts(frame: pd.DataFrame, items: pd.DataFrame, experiments, reference: str) -> list[str]:
+def verdicts(found: pd.DataFrame | None, reference: str) -> list[str]:
     """The verdict sentences of the paired comparison view, one bullet each."""
-    if not comparison.applies(frame, reference, experiments):
+    if found is None:
         return [f"No paired comparison: no {reference} runs beside other methods."]
-    found = comparison.comparisons(frame, items, reference, experiments)
     return [f"- {s}" for s in found["sentence"] if isinstance(s, str) and s]
+
+
+def claims(found, frame, items, experiments) -> list[str]:
+    """One bullet per claim of the paper (:mod:`analysis.claims`)."""
+    if found is None:
+        return ["No claim can be judged: no 2SSP runs beside other methods."]
+    return [f"- {s}" for s in claim_sentences(found, frame, items, experiments)]
 
 
 def page_tables(
@@ -152,6 +159,9 @@ def build_page(
     rows = select(frame, experiments)
     refused: list[str] = []
     tables = page_tables(frame, items, experiments, reference, refused)
+    found = None
+    if comparison.applies(frame, reference, experiments):
+        found = comparison.comparisons(frame, items, reference, experiments)
     command = " ".join(f"--experiment {e}" for e in experiments)
     if Path(record).resolve() != RECORD.resolve():
         command += f" --record {_shown(record)}"
@@ -174,9 +184,13 @@ def build_page(
         "",
         *budgets(rows),
         "",
+        "## The paper's claims",
+        "",
+        *claims(found, frame, items, experiments),
+        "",
         f"## Verdicts ({comparison._name(reference)} against every other method and dense)",
         "",
-        *verdicts(frame, items, experiments, reference),
+        *verdicts(found, reference),
         "",
         "## Tables",
         "",
@@ -259,7 +273,7 @@ def report(
     page = out / f"{name}.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
-    sentences = [line[2:] for line in text.splitlines() if line.startswith("- ")]
+    sentences = [line[2:] for line in text.splitlines() if line.startswith("- ")]  # bullets
     return page, tables, sorted(plots), sentences
 
 
