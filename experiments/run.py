@@ -72,6 +72,13 @@ def report(outcome) -> None:
     if outcome.status == "skipped":
         print(f"[twossp] skipped (already done): {outcome.path}")
         return
+    if outcome.status == "busy":
+        holder = outcome.holder
+        print(
+            f"[twossp] busy: run {outcome.path.stem} is held by {holder.describe()} "
+            f"({holder.command}); not run here (on_busy=skip)"
+        )
+        return
     frame = outcome.frame
     row = frame.iloc[0]
     print(
@@ -88,8 +95,9 @@ def _metric_line(r) -> str:
     """``metric/dataset = value [unit]``, with the 95% interval when the row has one."""
     where = next((w for w in (r.dataset, r.phase) if isinstance(w, str)), None)
     name = f"{r.metric}/{where}" if where else r.metric
-    value = f"{r.value:.4f}" if abs(r.value) < 1e6 else f"{r.value:.0f}"
     unit = f" {r.unit}" if isinstance(r.unit, str) else ""
+    whole = unit == " bytes" or abs(r.value) >= 1e6  # bytes are counted: never 698880.0000
+    value = f"{r.value:.0f}" if whole else f"{r.value:.4f}"
     interval = ""
     if all(isinstance(v, float) and v == v for v in (r.ci_low, r.ci_high)):
         interval = f"  (95% interval {r.ci_low:.4f} .. {r.ci_high:.4f})"
@@ -98,6 +106,7 @@ def _metric_line(r) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from twossp.locks import check_on_busy
     from twossp.logs import progress_bars, quiet_libraries
     from twossp.pipeline import run
     from twossp.results import read_run
@@ -105,11 +114,14 @@ def main(cfg: DictConfig) -> float | None:
     quiet_libraries()
     try:
         spec = to_run_spec(cfg)
+        on_busy = check_on_busy(cfg.get("on_busy", "wait"))
         with progress_bars(spec.progress):  # dependencies' bars too
-            outcome = run(spec, tracker=make_tracker(cfg, spec))
+            outcome = run(spec, tracker=make_tracker(cfg, spec), on_busy=on_busy)
     except Exception as exc:  # one line for user errors; others re-raised as they are
         exit_on_user_error(exc)
     report(outcome)
+    if outcome.status == "busy":  # another process computes it: no objective here
+        return None
     frame = outcome.frame if outcome.frame is not None else read_run(outcome.path)
     return objective(frame, str(cfg.get("objective", "ppl/wikitext2")))
 
@@ -143,6 +155,96 @@ def check_method_overrides(argv: list[str]) -> None:
         key = arg.split("=", 1)[0][len("method.") :].split(".")[0]
         if key not in fields:
             _usage_error(f"method {'/'.join(names)} has no setting {key!r}", key, fields)
+        for name in names:
+            if name in METHODS:
+                _check_method_value(name, key, arg)
+
+
+def _check_method_value(name: str, key: str, arg: str) -> None:
+    """``method.<key>=<value>`` of the wrong kind for method ``name`` (``use_cache=maybe``):
+    one line naming the setting, before Hydra's multi-line composition error."""
+    import typing
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import OmegaConfBaseException
+
+    from twossp.methods.registry import settings_schema
+
+    schema = settings_schema(name)
+    if key not in schema.__dataclass_fields__:
+        return
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except Exception:  # a parse error: check_overrides reports it
+        return
+    if override.is_sweep_override() or override.is_delete():
+        return
+    value = override.value()
+    if isinstance(value, str) and "${" in value:
+        return
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), {key: value})
+    except OmegaConfBaseException:
+        kind = typing.get_type_hints(schema)[key]
+        wanted = "true or false" if kind is bool else f"of type {_type_name(kind)}"
+        print(
+            f"[twossp] error: method.{key} ({name}) must be {wanted}, got {value!r}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def _type_name(kind) -> str:
+    import typing
+
+    names = [getattr(a, "__name__", str(a)) for a in typing.get_args(kind)] or [
+        getattr(kind, "__name__", str(kind))
+    ]
+    return " or ".join("null" if n == "NoneType" else n for n in names)
+
+
+HYDRA_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def check_overrides(argv: list[str]) -> None:
+    """An override Hydra cannot parse (an unquoted space: ``paths.results_dir=/tmp/a b``
+    arrives as two arguments): one line with a hint to quote, before Hydra prints its own
+    multi-line error."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        overrides = get_args_parser().parse_known_args(argv)[0].overrides
+    except SystemExit:  # hydra's own option errors: left to hydra
+        return
+    parser = OverridesParser.create()
+    for i, arg in enumerate(overrides):
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as exc:
+            lines = [
+                line.strip()
+                for line in str(exc).splitlines()
+                if line.strip() and not line.startswith(("Error parsing", "See http"))
+            ]
+            reason = lines[0] if lines else "not an override"
+            previous = overrides[i - 1] if i > 0 else ""
+            if "=" not in arg and "=" in previous:
+                hint = (
+                    "a value that contains spaces must be quoted as one argument, e.g. "
+                    f"'{previous} {arg}'"
+                )
+            else:
+                hint = (
+                    "quote a value that contains spaces or special characters (e.g. "
+                    f"'key=a b' or \"key='a,b'\"), see {HYDRA_GRAMMAR}"
+                )
+            print(
+                f"[twossp] error: cannot parse the override {arg!r} ({reason}); {hint}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -195,6 +297,7 @@ INTERRUPTED = (
 def cli() -> None:
     """The ``twossp-run`` console script (the same as ``python experiments/run.py``)."""
     try:
+        check_overrides(sys.argv[1:])
         check_group_choices(sys.argv[1:])
         check_method_overrides(sys.argv[1:])
         check_launcher(sys.argv[1:])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEXT, needs_shared, run_spec
+from tests.conftest import STORIES, TEXT, needs_shared, run_spec
 from twossp import pipeline
 from twossp.data import DatasetFormatError, MissingDatasetError
 from twossp.results import run_path
@@ -181,3 +181,141 @@ def test_save_model_on_a_finished_run_saves_it(tmp_path):
 
 def test_a_local_corpus_copy_is_read_without_the_hub():
     assert (TEXT / "ptb_test.txt").exists()
+
+
+# Inputs that were accepted (issue 27): each is refused in one line with exit status 2, before
+# any weights load. Placeholders: {file} a regular file, {bare} a model folder without weights.
+REFUSED = {
+    "inference": (["eval.inference=maybe"], "eval.inference must be true or false, got 'maybe'"),
+    "force": (["force=maybe"], "force must be true or false, got 'maybe'"),
+    "save_model": (["save_model=2"], "save_model must be true or false, got 2"),
+    "progress": (["progress=sometimes"], "progress must be true or false, got 'sometimes'"),
+    "trust_remote_code": (
+        ["model.trust_remote_code=maybe"],
+        "model.trust_remote_code must be true or false, got 'maybe'",
+    ),
+    "peak_memory": (
+        ["eval.inference_settings.peak_memory=maybe"],
+        "eval.inference_settings.peak_memory must be true or false, got 'maybe'",
+    ),
+    "streaming": (
+        ["eval.datasets.fineweb_edu.streaming=maybe"],
+        "eval.datasets.fineweb_edu.streaming must be true or false, got 'maybe'",
+    ),
+    "slicegpt_larger": (
+        ["method=slicegpt", "sparsity=0.1"],
+        "SliceGPT at sparsity 0.1 slices the hidden size 64 to 56, which leaves the decoder "
+        "blocks no smaller (231424 parameters against 227200: each block gains two shortcut "
+        "matrices); use a sparsity above 0.125 (width 48 or less)",
+    ),
+    "twossp_nothing": (
+        ["sparsity=0.001"],
+        "2SSP at sparsity 0.001 removes nothing from this model (no attention module, and all "
+        "172 FFN neurons of every block kept); use a higher target",
+    ),
+    "blockpruner_nothing": (
+        ["method=blockpruner", "protocol=matched", "sparsity=0.01"],
+        "BlockPruner at sparsity 0.01 removes nothing: its budget of 2272 block params is "
+        "nearer to no removal than to the smallest submodule (12352 params); use a higher target",
+    ),
+    "results_unwritable": (
+        ["paths.results_dir={file}/results"],
+        "folder '{file}/results/runs' (run files) is not writable: {file} is a file; set "
+        "paths.results_dir to a folder you can write",
+    ),
+    "models_unwritable": (
+        ["save_model=true", "paths.models_dir={file}"],
+        "folder '{file}' (pruned models) is not writable: {file} is a file; set "
+        "paths.models_dir to a folder you can write",
+    ),
+    "no_weights": (
+        ["model.name_or_path={bare}"],
+        "model folder '{bare}' holds no weight files (*.safetensors, *.bin, *.gguf, *.pt, "
+        "*.pth); point model.name_or_path at a folder with the weights",
+    ),
+}
+
+
+@pytest.fixture
+def places(tmp_path) -> dict[str, str]:
+    """``{file}``: a regular file where a folder would go; ``{bare}``: stories260K's config
+    and tokenizer without its weights."""
+    import shutil
+
+    file, bare = tmp_path / "a_file", tmp_path / "bare"
+    file.write_text("not a folder")
+    bare.mkdir()
+    for p in STORIES.iterdir():
+        if p.suffix != ".safetensors":
+            shutil.copy(p, bare)
+    return {"file": str(file), "bare": str(bare)}
+
+
+def _one_error_line(capsys, call) -> str:
+    """Run ``call`` as the command line does (a user error: one line, exit 2); the line."""
+    from twossp.logs import exit_on_user_error
+
+    with pytest.raises(SystemExit) as info:
+        try:
+            call()
+        except Exception as exc:
+            exit_on_user_error(exc)
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert info.value.code == 2
+    return line
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_inputs_accepted_before_are_refused_in_one_line(case, tmp_path, places, no_weights, capsys):
+    overrides, message = REFUSED[case]
+    overrides = [o.format(**places) for o in overrides]
+    results = [] if any(o.startswith("paths.results_dir") for o in overrides) else [str(tmp_path)]
+    line = _one_error_line(
+        capsys,
+        lambda: pipeline.run(run_spec(*(f"paths.results_dir={r}" for r in results), *overrides)),
+    )
+    expected = f"[twossp] error: {message.format(**places)} (TWOSSP_DEBUG=1 shows the traceback)"
+    assert line == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["paths.results_dir=/tmp/a", "b"],  # the shell split an unquoted space
+            "cannot parse the override 'b' (missing EQUAL at '<EOF>'); a value that contains "
+            "spaces must be quoted as one argument, e.g. 'paths.results_dir=/tmp/a b'",
+        ),
+        (
+            ["method.use_cache=maybe"],
+            "method.use_cache (twossp) must be true or false, got 'maybe'",
+        ),
+        (
+            ["method=blockpruner", "method.n_calib=two"],
+            "method.n_calib (blockpruner) must be of type int, got 'two'",
+        ),
+    ],
+)
+def test_overrides_hydra_would_reject_get_one_line(capsys, argv, expected):
+    from experiments.run import check_method_overrides, check_overrides  # before Hydra
+
+    with pytest.raises(SystemExit) as info:
+        check_overrides(argv)
+        check_method_overrides(argv)
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert info.value.code == 2 and line == f"[twossp] error: {expected}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval.inference=maybe"],
+        ["method=slicegpt", "sparsity=0.1"],
+        ["paths.results_dir=/tmp/a", "b"],  # an unquoted space
+    ],
+)
+def test_the_command_line_refuses_them_with_exit_2(tmp_path, args):
+    out = _cli(tmp_path, f"paths.results_dir={tmp_path}", *args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len([x for x in out.stderr.splitlines() if x.strip()]) == 1, out.stderr
+    assert "prune: " not in out.stdout and "load: " not in out.stdout

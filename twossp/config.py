@@ -10,6 +10,7 @@ module: torch and the rest load where a spec is built.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,11 +76,11 @@ def model_spec_of_key(key: str) -> ModelSpec:
     return model_spec(cfg)[1]
 
 
-def _dataset(name: str, node) -> TextDataset:
+def _dataset(name: str, node, where: str) -> TextDataset:
     from twossp.data import TextDataset
 
     fields = OmegaConf.to_container(node, resolve=True)
-    return TextDataset(name=fields.pop("name", name), **fields)
+    return flags(TextDataset(name=fields.pop("name", name), **fields), where)
 
 
 def _downstream(node) -> DownstreamSpec | None:
@@ -92,14 +93,16 @@ def _downstream(node) -> DownstreamSpec | None:
 
 def _inference(node):
     """eval.inference (a switch) with its settings, eval.inference_settings; None when off."""
-    if not node.get("inference", False):
-        return None
     from twossp.evaluation.inference import InferenceSpec
 
     settings = node.get("inference_settings")
-    return InferenceSpec.from_dict(
-        OmegaConf.to_container(settings, resolve=True) if settings else None
-    )
+    settings = OmegaConf.to_container(settings, resolve=True) if settings else None
+    if not flag(node.get("inference", False), "eval.inference"):
+        for f in dataclasses.fields(InferenceSpec):  # unused, but still not a wrong kind
+            if f.type in ("bool", bool) and f.name in (settings or {}):
+                flag(settings[f.name], f"eval.inference_settings.{f.name}")
+        return None
+    return flags(InferenceSpec.from_dict(settings), "eval.inference_settings")
 
 
 def _number(cfg: DictConfig, key: str, kind: type = float):
@@ -113,6 +116,29 @@ def _number(cfg: DictConfig, key: str, kind: type = float):
     except (TypeError, ValueError):
         raise ValueError(f"{key} must be {what}, got {value!r}") from None
     return number
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def flag(value, key: str) -> bool:
+    """A boolean setting: true / false (also yes / no, on / off, 1 / 0, as OmegaConf's typed
+    settings accept), refused by name otherwise (``eval.inference=maybe`` is not true)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
+def flags(settings, where: str):
+    """``settings`` (a dataclass) with every ``bool`` field checked by :func:`flag` and
+    normalised, named ``<where>.<field>`` when refused."""
+    for f in dataclasses.fields(settings):
+        if f.type in ("bool", bool):
+            setattr(settings, f.name, flag(getattr(settings, f.name), f"{where}.{f.name}"))
+    return settings
 
 
 def _threads(cfg: DictConfig) -> int | None:
@@ -146,7 +172,7 @@ def model_spec(cfg: DictConfig) -> tuple[str, ModelSpec]:
     _check_model_type(key, model.get("model_type"))
     for extra in MODEL_EXTRAS:
         model.pop(extra, None)
-    return key, ModelSpec(**model)
+    return key, flags(ModelSpec(**model), "model")
 
 
 def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
@@ -168,19 +194,22 @@ def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
         raise ValueError(
             f"eval.use names unknown datasets {unknown}; known: {list(cfg.eval.datasets)}"
         )
+    for n in cfg.eval.datasets:  # unused ones too: a switch set to "maybe" is a mistake
+        if n not in cfg.eval.use:
+            _dataset(n, cfg.eval.datasets[n], f"eval.datasets.{n}")
     sparsity, seed = _number(cfg, "sparsity"), _number(cfg, "seed", int)  # named when bad
     key, model = model_spec(cfg)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     name = method.pop("name")
     calib = CalibrationSpec(
-        dataset=_dataset("c4_train", cfg.calib.dataset),
+        dataset=_dataset("c4_train", cfg.calib.dataset, "calib.dataset"),
         n_samples=_number(cfg, "calib.n_samples", int),
         seqlen=_number(cfg, "calib.seqlen", int),
         seed=_number(cfg, "calib.seed", int),
         packing=str(cfg.calib.packing),
     )
     evaluation = EvalSpec(
-        datasets=[_dataset(n, cfg.eval.datasets[n]) for n in cfg.eval.use],
+        datasets=[_dataset(n, cfg.eval.datasets[n], f"eval.datasets.{n}") for n in cfg.eval.use],
         seqlen=_number(cfg, "eval.seqlen", int),
         batch_size=cfg.eval.batch_size,  # int or "auto": checked in prepare
         max_windows=None if cfg.eval.max_windows is None else _number(cfg, "eval.max_windows", int),
@@ -200,11 +229,11 @@ def to_run_spec(cfg: DictConfig, device_hint: str | None = None) -> RunSpec:
         results_dir=Path(cfg.paths.results_dir),
         experiment=str(cfg.experiment_name),
         seed=seed,
-        force=bool(cfg.force),
-        progress=show_progress(cfg.progress),  # bars on a terminal only
+        force=flag(cfg.force, "force"),
+        progress=show_progress(flag(cfg.progress, "progress")),  # bars on a terminal only
         threads=_threads(cfg),
         device_hint=device_hint,
     )
-    if cfg.save_model:
+    if flag(cfg.save_model, "save_model"):
         spec.save_model_dir = Path(cfg.paths.models_dir) / spec.config_hash
     return spec

@@ -51,3 +51,39 @@ def honour_umask(folder: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+class NotWritableError(PermissionError):
+    """A folder a run will write cannot be written (named, with the setting that moves it)."""
+
+
+def check_writable(folders: list[tuple[str, Path, str]]) -> None:
+    """Make sure each folder exists and takes a file, before any work.
+
+    Args:
+        folders: ``(what is written there, folder, the setting that moves it)``.
+
+    Raises:
+        NotWritableError: for the first folder that cannot be created or written.
+    """
+    for what, folder, setting in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".twossp-probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = _blocked_by(folder) or exc.strerror or type(exc).__name__
+            raise NotWritableError(
+                f"folder {str(folder)!r} ({what}) is not writable: {reason}; "
+                f"set {setting} to a folder you can write"
+            ) from None
+
+
+def _blocked_by(folder: Path) -> str | None:
+    """``<path> is a file`` when a file stands where ``folder`` or one of its parents
+    should be (what ``mkdir`` reports as "File exists" or "Not a directory")."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else f"{path} is a file"
+    return None

@@ -143,6 +143,31 @@ class Source:
         return {"kind": "hub", "repo": self.path, "revision": self.revision, "commit": commit}
 
 
+def check_weights(source: Source) -> None:
+    """A local folder must hold weight files ``from_pretrained`` reads (checked with the
+    config, before any tokenizing); a GGUF source names its file (checked in :func:`resolve`).
+
+    Raises:
+        FileNotFoundError: naming the folder, and the GGUF file to name when it holds one.
+    """
+    folder = Path(source.path).expanduser()
+    if not source.local or source.gguf_file is not None or not folder.is_dir():
+        return
+    weights = [p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    if any(not name.endswith(".gguf") for name in weights):
+        return
+    if weights:
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} holds only GGUF weights ({', '.join(sorted(weights))}); "
+            f"set model.gguf_file={sorted(weights)[0]}"
+        )
+    raise FileNotFoundError(
+        f"model folder {str(folder)!r} holds no weight files "
+        f"({', '.join('*' + s for s in WEIGHT_SUFFIXES)}); point model.name_or_path at a "
+        "folder with the weights"
+    )
+
+
 def resolve(name_or_path: str, gguf_file=None, hub_fallback=None, revision=None) -> Source:
     """The source to read: the local folder when present, else the hub fallback, else the
     name itself as a hub id.

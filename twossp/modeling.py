@@ -34,7 +34,14 @@ from twossp import remote
 from twossp.adapters import adapter_class
 from twossp.devices import resolve_device, resolve_dtype
 from twossp.io import honour_umask
-from twossp.model_source import Source, config_source, dequantized_copy, hub_offline, resolve
+from twossp.model_source import (
+    Source,
+    check_weights,
+    config_source,
+    dequantized_copy,
+    hub_offline,
+    resolve,
+)
 from twossp.remote.configuration_twossp import PRUNED_CONFIGS, PRUNED_PREFIX
 from twossp.remote.families import pruned_names
 from twossp.remote.pruned_modules import STRUCTURE_KEY
@@ -87,7 +94,9 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def check_model(spec: ModelSpec):
-    """Read only the config and fail early on a missing path or unsupported architecture."""
+    """Read only the config and fail early on a missing path, a folder without weights or
+    an unsupported architecture."""
+    check_weights(spec.source())
     source = config_source(spec.source(), spec.cache_dir)
     pruned = _pruned_folder(source)
     if pruned is not None:

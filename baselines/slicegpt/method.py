@@ -134,6 +134,29 @@ def embedding_dim(adapter: ModelAdapter, sparsity: float, round_to: int, slice_h
 WIDTH_RULES = ("embedding", "block_params")
 
 
+def _no_smaller(adapter: ModelAdapter, method: SliceGPT, sparsity: float, slicing: Slicing) -> str:
+    """Why slicing to ``slicing.dim`` leaves the blocks no smaller, and the widest width that
+    does shrink them."""
+    costs = block_costs(adapter)
+    width, step = slicing.width, max(1, method.round_to)
+    before = slicing.params_before
+    dims = range(1, width + 1)
+    after = {d: sliced_block_params(costs, width, d, method.slice_head) for d in dims}
+    shrinking = [d for d in range(width - width % step, 0, -step) if after[d] < before]
+    fix = "use a higher target"
+    if shrinking and method.hidden_dim is None and method.width == "embedding":
+        d = shrinking[0]
+        fix = f"use a sparsity above {1 - (d + step) / width:.3f} (width {d} or less)"
+    elif shrinking and method.hidden_dim is None:
+        d = shrinking[0]
+        fix += f" (width {d} gives block sparsity {1 - after[d] / before:.3f})"
+    return (
+        f"SliceGPT at sparsity {sparsity} slices the hidden size {width} to {slicing.dim}, which "
+        f"leaves the decoder blocks no smaller ({slicing.params_after} parameters against "
+        f"{slicing.params_before}: each block gains two shortcut matrices); {fix}"
+    )
+
+
 @register("slicegpt")
 @dataclass
 class SliceGPT(PruningMethod):
@@ -171,7 +194,9 @@ class SliceGPT(PruningMethod):
 
     def check(self, model: nn.Module, sparsity: float) -> None:
         self._check_model(model, sparsity)
-        self.slicing(model, sparsity)
+        slicing = self.slicing(model, sparsity)
+        if slicing.params_after >= slicing.params_before:
+            raise UnreachableSparsityError(_no_smaller(get_adapter(model), self, sparsity, slicing))
 
     def calibration_windows(self) -> int | None:
         return self.n_calib
