@@ -117,3 +117,14 @@ def test_protocols_differ_only_in_budgets(method, settings):
 def test_command_line_setting_beats_the_protocol():
     spec = to_run_spec(_compose("method=shortgpt", "protocol=matched", "method.rounding=up"))
     assert spec.method_params["rounding"] == "up"
+
+
+def test_downstream_yaml_says_when_standard_errors_are_reported():
+    """conf/eval/downstream.yaml's comment matches what runs do: with bootstrap_iters 0 a
+    subsampled evaluation (limit) reports standard errors, a full one does not."""
+    spec = to_run_spec(_compose("eval=downstream")).eval.downstream
+    assert spec.bootstrap_iters == 0 and spec.limit is None and spec.stderr_iters == 0
+    limited = to_run_spec(_compose("eval=downstream", "eval.downstream.limit=10"))
+    assert limited.eval.downstream.stderr_iters > 0
+    text = (Path(__file__).resolve().parents[1] / "conf/eval/downstream.yaml").read_text()
+    assert "standard errors off" not in text and "whenever `limit` subsamples" in text

@@ -353,3 +353,17 @@ def test_threads_are_applied_and_recorded_but_not_hashed(dense_run, tmp_path):
         assert use_threads(None) == 2  # null keeps what is set
     finally:
         _restore_threads(*before)
+
+
+def test_byte_counts_print_as_integers_for_every_method():
+    """weight_bytes printed 698880.0000 for a pruned stories260K and 1040128 for dense."""
+    from types import SimpleNamespace
+
+    def row(value):
+        return SimpleNamespace(
+            metric="weight_bytes", dataset=None, phase=None, value=value, unit="bytes",
+            ci_low=None, ci_high=None,
+        )  # fmt: skip
+
+    assert cli_run._metric_line(row(698880.0)) == "weight_bytes = 698880 bytes"
+    assert cli_run._metric_line(row(1040128.0)) == "weight_bytes = 1040128 bytes"
