@@ -1,4 +1,5 @@
-"""Small filesystem helpers: writes that never leave a half-written file behind."""
+"""Small filesystem helpers: writes that never leave a half-written file behind, and the check
+that every folder a run will write can be written (before any work)."""
 
 from __future__ import annotations
 
