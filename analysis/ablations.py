@@ -25,11 +25,19 @@ import pandas as pd
 
 from analysis import draws
 from analysis.captions import context_notes
-from analysis.cells import select, sparsity_label, unique_cells, with_sparsity
+from analysis.cells import (
+    AmbiguousCellError,
+    select,
+    sparsity_label,
+    unique_cells,
+    with_sparsity,
+)
 from analysis.collect import N_ATTN
 from analysis.order import MODEL_ORDER, PPL_DATASETS, PROTOCOL_ORDER, ordered
 from analysis.render import Table
 
+ALPHA_PREFIX = "ablation_alpha_"  # + the perplexity dataset
+CALIB_NAME = "ablation_calib"
 ALPHA = "method.alpha"
 STAGE1 = "method.n_calib_stage1"
 PAPER_ALPHA = 1.5
@@ -113,7 +121,7 @@ def alpha_tables(frame: pd.DataFrame, experiment: str | None = None) -> list[Tab
             notes.append("[k]: attention submodules removed by stage 2 (the run's plan).")
         notes += context_notes(sub)
         title = f"Ablation: 2SSP alpha, perplexity on {dataset}"
-        tables.append(Table(f"ablation_alpha_{dataset}", title, values, bold, 2, notes, text))
+        tables.append(Table(f"{ALPHA_PREFIX}{dataset}", title, values, bold, 2, notes, text))
     return tables
 
 
@@ -146,7 +154,7 @@ def calibration_stats(frame: pd.DataFrame, experiment: str | None = None) -> pd.
     """Perplexity over calibration seeds per (model, protocol, sparsity, windows, dataset):
     columns ``mean``, ``std`` (sample; NaN for one seed), ``n`` and ``seeds``."""
     rows = calibration_rows(frame, experiment)
-    rows = unique_cells(rows, [*CALIB_GROUP, "calib_seed", "metric"], "ablation_calib")
+    rows = unique_cells(rows, [*CALIB_GROUP, "calib_seed", "metric"], CALIB_NAME)
     if rows.empty:
         return pd.DataFrame(columns=[*CALIB_GROUP, "mean", "std", "n", "seeds"])
     grouped = rows.groupby(CALIB_GROUP, sort=False)
@@ -195,14 +203,33 @@ def calibration_table(frame: pd.DataFrame, experiment: str | None = None) -> Tab
         f"reads; mean ± sample standard deviation over the calibration seeds "
         f"({', '.join(map(str, seeds))}); n = seeds present."
     ] + context_notes(rows)
-    return Table("ablation_calib", "Ablation: 2SSP calibration size", values, None, 2, notes, text)
+    return Table(CALIB_NAME, "Ablation: 2SSP calibration size", values, None, 2, notes, text)
 
 
-def views(frame: pd.DataFrame, experiment: str | None = None) -> list[Table]:
-    """The ablation tables whose axis the experiment's 2SSP rows sweep (may be none)."""
-    out = draws.views(frame, experiment)
+def is_view(name: str) -> bool:
+    """Whether a table of that name is an ablation view (or the calibration-draws view)."""
+    return name.startswith(ALPHA_PREFIX) or name in (CALIB_NAME, draws.NAME)
+
+
+def views(
+    frame: pd.DataFrame, experiment: str | None = None, skipped: list[str] | None = None
+) -> list[Table]:
+    """The ablation tables whose axis the experiment's 2SSP rows sweep (may be none).
+
+    A view whose cells are ambiguous raises :class:`analysis.cells.AmbiguousCellError`,
+    unless ``skipped`` is given: then its reason is appended there and the others are built.
+    """
+    builders = [lambda: draws.views(frame, experiment)]
     if alpha_applies(frame, experiment):
-        out += alpha_tables(frame, experiment)
+        builders.append(lambda: alpha_tables(frame, experiment))
     if calibration_applies(frame, experiment):
-        out.append(calibration_table(frame, experiment))
+        builders.append(lambda: [calibration_table(frame, experiment)])
+    out = []
+    for build in builders:
+        try:
+            out += build()
+        except AmbiguousCellError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     return out

@@ -12,7 +12,11 @@
 - :func:`time_table` (``pruning_time``): seconds in ``method.prune`` per target sparsity.
 
 Each takes one experiment's rows (:func:`analysis.cells.select`) and needs one configuration
-per cell (:func:`analysis.cells.unique_cells` raises :class:`AmbiguousCellError` otherwise).
+per cell (:func:`analysis.cells.unique_cells` raises :class:`AmbiguousCellError` otherwise),
+except for a user's own runs (``split``, default: the experiment is not published,
+:func:`analysis.cells.strict`): configurations that differ in a setting become setting groups,
+a ``setting`` row level before the method (e.g. ``eval.max_windows=8``), and the verdicts
+compare the methods of one group.
 Perplexity cells show their 95% interval, accuracy cells lm-eval's standard error
 (:mod:`analysis.intervals`); bold and tied marks come from paired tests on the units the runs
 share (:mod:`analysis.verdicts`: per-unit outcomes, ``items``), never from overlapping
@@ -41,8 +45,11 @@ from analysis.cells import (
     DENSE,
     AmbiguousCellError,
     combined_note,
+    row_key,
     select,
     sparsity_label,
+    split_note,
+    strict,
     unique_cells,
     with_sparsity,
 )
@@ -104,6 +111,21 @@ def _metric_rows(frame: pd.DataFrame, experiment: str | None, metric: str) -> pd
     return with_sparsity(rows[rows["metric"] == metric])
 
 
+def _split(split: bool | None, experiment) -> bool:
+    """Setting groups instead of refusals: as asked, else for a user's own runs."""
+    return not strict(experiment) if split is None else split
+
+
+def _distinct(rows: pd.DataFrame) -> pd.DataFrame:
+    """Split rows without the copies a setting group added (for the notes)."""
+    cols = [c for c in ("config_hash", "run_id", "metric", "dataset") if c in rows.columns]
+    return rows.drop_duplicates(cols)
+
+
+def _label(r, key: list[str]) -> tuple:
+    return tuple(getattr(r, k) for k in key)
+
+
 def perplexity_table(
     frame: pd.DataFrame,
     datasets=None,
@@ -111,33 +133,38 @@ def perplexity_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
     items: pd.DataFrame | verdicts.Units | None = None,
+    split: bool | None = None,
 ) -> Table:
     """Table 1: perplexity, (model, protocol, method) rows, sparsity x dataset columns; each
     value with its 95% interval where the row has one.
 
     ``items``: the per-unit outcomes (:func:`analysis.collect.load_items`) that the paired
-    verdicts read; without them only rows that kept their window NLLs can be paired."""
+    verdicts read; without them only rows that kept their window NLLs can be paired.
+    ``split``: setting groups instead of refusals (default: unless ``experiment`` is
+    published)."""
     name = "table1_ppl"
     rows = _metric_rows(frame, experiment, "ppl")
-    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    key = [*ROW_KEY, "sparsity", "metric", "dataset"]
+    rows = unique_cells(rows, key, name, split=_split(split, experiment))
     combined = combined_note(rows)
     rows = intervals.with_bounds(rows)
     datasets = list(datasets or ordered(rows["dataset"], PPL_DATASETS))
     pruned = rows[rows["method"] != DENSE]
     sparsities = list(sparsities or sorted(pruned["sparsity"].unique()))
-    index = row_index(rows)
+    levels = row_key(rows)
+    index = row_index(rows, levels)
     ours, text, runs = {}, {}, {}
-    fields = [*ROW_KEY, "sparsity", "dataset", "value", "lo", "hi", "config_hash", "metric"]
+    fields = [*levels, "sparsity", "dataset", "value", "lo", "hi", "config_hash", "metric"]
     for r in rows[[*fields, "variant"]].itertuples(index=False):
         for s in sparsities if r.method == DENSE else [r.sparsity]:
             if s in sparsities and r.dataset in datasets:
-                key = ((r.model, r.protocol, r.method), (sparsity_label(s), r.dataset))
+                key = (_label(r, levels), (sparsity_label(s), r.dataset))
                 ours[key], runs[key] = r.value, (verdicts.Run.of(r),)
                 text[key] = intervals.interval_text(r.value, r.lo, r.hi)
     base = [(sparsity_label(s), d) for s in sparsities for d in datasets]
     points = {(sparsity_label(s), d): (s, "ppl", d) for s in sparsities for d in datasets}
     pub = load_published() if published is None else published
-    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    values = with_paper(ours, paper_values(pub, index, points), index, base, levels)
     marks = verdicts.paired_marks(values, runs, verdicts.as_units(items), lower_is_better=True)
     has = rows["lo"].notna().any()
     how = " [low, high]: the 95% interval recorded with each row." if has else ""
@@ -148,7 +175,9 @@ def perplexity_table(
             marks, "window", PPL_TEST, "(≥1.23x): the perplexity ratio it could have detected"
         ),
     ]
-    notes += [n for n in (achieved_note(rows), combined) if n] + context_notes(rows)
+    distinct = _distinct(rows)
+    notes += [n for n in (achieved_note(distinct), combined) if n] + context_notes(distinct)
+    notes += split_note(rows)
     table_text = text_like(values, text) if has else None
     return Table(
         name, "Table 1: perplexity", values, marks.best, 2, notes, table_text, marks.tied,
@@ -156,31 +185,41 @@ def perplexity_table(
     )  # fmt: skip
 
 
-def per_run(frame: pd.DataFrame, experiment: str | None, name: str, column: str):
+def per_run(
+    frame: pd.DataFrame, experiment: str | None, name: str, column: str, split: bool | None
+):
     """One value per pruning run: ``(runs, sparsities, row index, {(row, (label,)): value})``
-    for a table of ``column`` by (model, protocol, method) and target sparsity."""
+    for a table of ``column`` by (model, protocol, method) and target sparsity (``split``:
+    as in :func:`perplexity_table`)."""
     rows = with_sparsity(select(frame, experiment))
     runs = rows[rows["method"] != DENSE].drop_duplicates("config_hash")
-    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name, variant=False)
+    split = _split(split, experiment)
+    runs = unique_cells(runs, [*ROW_KEY, "sparsity"], name, variant=False, split=split)
+    levels = row_key(runs)
     cells = {
-        ((r.model, r.protocol, r.method), (sparsity_label(r.sparsity),)): getattr(r, column)
-        for r in runs[[*ROW_KEY, "sparsity", column]].itertuples(index=False)
+        (_label(r, levels), (sparsity_label(r.sparsity),)): getattr(r, column)
+        for r in runs[[*levels, "sparsity", column]].itertuples(index=False)
     }
-    return runs, sorted(runs["sparsity"].unique()), row_index(runs), cells
+    return runs, sorted(runs["sparsity"].unique()), row_index(runs, levels), cells
 
 
-def achieved_table(frame: pd.DataFrame, sparsities=None, experiment: str | None = None) -> Table:
+def achieved_table(
+    frame: pd.DataFrame,
+    sparsities=None,
+    experiment: str | None = None,
+    split: bool | None = None,
+) -> Table:
     """Achieved sparsity (3 decimals) per (model, protocol, method) and target sparsity."""
     name = "achieved_sparsity"
-    _, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity")
+    runs, found, index, cells = per_run(frame, experiment, name, "achieved_sparsity", split)
     sparsities = list(sparsities or found)
-    values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], ROW_KEY)
+    values = frame_of(cells, index, [(sparsity_label(s),) for s in sparsities], row_key(runs))
     notes = [
         "Fraction of decoder-block parameters removed, per target sparsity (columns). "
         "Each protocol has its own budget rule: under protocol=paper block-granular methods "
         "remove whole blocks (overshooting the target) and SliceGPT slices the embedding "
         "dimension (undershooting it); protocol=matched takes the nearest reachable budget."
-    ]
+    ] + split_note(runs)
     return Table(name, "Achieved sparsity", values, None, 3, notes)
 
 
@@ -192,24 +231,28 @@ def downstream_table(
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
     items: pd.DataFrame | verdicts.Units | None = None,
+    split: bool | None = None,
 ) -> Table:
     """Table 2: accuracy (percent) per task and their mean at one sparsity, ± lm-eval's
     standard error where recorded. ``metric="acc_norm"`` gives the length-normalised
     accuracy of the tasks lm-eval reports it for (``table2_downstream_acc_norm``).
-    ``items``: the per-unit outcomes the paired verdicts read (none: no verdict)."""
+    ``items``: the per-unit outcomes the paired verdicts read (none: no verdict).
+    ``split``: as in :func:`perplexity_table`."""
     name = "table2_downstream" if metric == "acc" else f"table2_downstream_{metric}"
     rows = _metric_rows(frame, experiment, metric)
     rows = rows[np.isclose(rows["sparsity"], sparsity) | (rows["method"] == DENSE)]
-    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], name)
+    key = [*ROW_KEY, "sparsity", "metric", "dataset"]
+    rows = unique_cells(rows, key, name, split=_split(split, experiment))
     combined = combined_note(rows)
     rows = intervals.with_bounds(rows)
     tasks = list(tasks or ordered(rows["dataset"], TASKS))
-    index = row_index(rows)
+    levels = row_key(rows)
+    index = row_index(rows, levels)
     ours, errors, runs = {}, {}, {}
-    fields = [*ROW_KEY, "dataset", "value", "se", "config_hash", "metric", "variant"]
+    fields = [*levels, "dataset", "value", "se", "config_hash", "metric", "variant"]
     for r in rows[fields].itertuples(index=False):
         if r.dataset in tasks:
-            key = ((r.model, r.protocol, r.method), (r.dataset,))
+            key = (_label(r, levels), (r.dataset,))
             ours[key], errors[key] = 100 * r.value, 100 * r.se
             runs[key] = (verdicts.Run.of(r),)
     pub = load_published() if published is None else published
@@ -225,7 +268,7 @@ def downstream_table(
                         errors[(row, (t,))] for t in tasks
                     )
                     runs[(row, ("avg",))] = tuple(runs[(row, (t,))][0] for t in tasks)
-    values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], ROW_KEY)
+    values = with_paper(ours, paper, index, [(t,) for t in [*tasks, "avg"]], levels)
     marks = verdicts.paired_marks(values, runs, verdicts.as_units(items), lower_is_better=False)
     has = any(not np.isnan(se) for se in errors.values())
     text = {k: intervals.stderr_text(ours[k], se) for k, se in errors.items()}
@@ -237,8 +280,10 @@ def downstream_table(
             marks, "document", ACC_TEST, "(≥4.1 pts): the accuracy difference in points"
         ),
     ]
-    notes += smoke_note(rows) + limit_notes(rows)
-    notes += [n for n in (combined, calib_note(rows), runs_note(rows)) if n]
+    distinct = _distinct(rows)
+    notes += smoke_note(distinct) + limit_notes(distinct)
+    notes += [n for n in (combined, calib_note(distinct), runs_note(distinct)) if n]
+    notes += split_note(rows)
     return Table(
         name,
         f"Table 2: downstream accuracy{'' if metric == 'acc' else f' ({metric})'} at "
@@ -258,20 +303,21 @@ def time_table(
     sparsities=None,
     published: pd.DataFrame | None = None,
     experiment: str | None = None,
+    split: bool | None = None,
 ) -> Table:
     """Pruning time in seconds per (model, protocol, method) and target sparsity."""
     name = "pruning_time"
-    runs, found, index, ours = per_run(frame, experiment, name, "prune_seconds")
+    runs, found, index, ours = per_run(frame, experiment, name, "prune_seconds", split)
     sparsities = list(sparsities or found)
     points = {(sparsity_label(s),): (s, "prune_seconds", "") for s in sparsities}
     pub = load_published() if published is None else published
     base = [(sparsity_label(s),) for s in sparsities]
-    values = with_paper(ours, paper_values(pub, index, points), index, base, ROW_KEY)
+    values = with_paper(ours, paper_values(pub, index, points), index, base, row_key(runs))
     notes = [
         "Wall-clock seconds in method.prune (lower is better), calibration loading and "
         "evaluation excluded; compare only runs on the same hardware."
     ] + [n for n in (runs_note(runs),) if n]
-    notes += threads_note(runs)
+    notes += threads_note(runs) + split_note(runs)
     best, tied = intervals.marks(values, lower_is_better=True)
     if tied.any().any():
         notes[0] += f" {intervals.TIE_MARK}: equal fastest times."
@@ -284,28 +330,33 @@ def all_tables(
     published: pd.DataFrame | None = None,
     skipped: list[str] | None = None,
     items: pd.DataFrame | verdicts.Units | None = None,
+    split: bool | None = None,
 ) -> list[Table]:
     """Every generic table that has rows. A table whose cells are ambiguous raises, unless
-    ``skipped`` is given: then its error message is appended there and it is left out (used
-    when an ablation view renders the same rows). ``items``: the per-unit outcomes that the
-    paired verdicts read."""
+    ``skipped`` is given: then its error message is appended there and it is left out.
+    ``items``: the per-unit outcomes that the paired verdicts read. ``split``: setting
+    groups instead of refusals (default: unless ``experiment`` is published,
+    :func:`analysis.cells.strict`)."""
     pub = load_published() if published is None else published
     units = verdicts.as_units(items)
     rows = select(frame, experiment)
+    split = _split(split, experiment)
     has = set(rows["metric"].dropna())
     builders = []
     if "ppl" in has:
-        builders.append(lambda: perplexity_table(rows, published=pub, items=units))
+        builders.append(lambda: perplexity_table(rows, published=pub, items=units, split=split))
     if len(rows):
-        builders.append(lambda: achieved_table(rows))
+        builders.append(lambda: achieved_table(rows, split=split))
     if "acc" in has:
-        builders.append(lambda: downstream_table(rows, published=pub, items=units))
+        builders.append(lambda: downstream_table(rows, published=pub, items=units, split=split))
     if "acc_norm" in has:
         builders.append(
-            lambda: downstream_table(rows, metric="acc_norm", published=pub, items=units)
+            lambda: downstream_table(
+                rows, metric="acc_norm", published=pub, items=units, split=split
+            )
         )
     if len(rows):
-        builders.append(lambda: time_table(rows, published=pub))
+        builders.append(lambda: time_table(rows, published=pub, split=split))
     tables = []
     for build in builders:
         try:

@@ -12,6 +12,15 @@ evaluation settings are part of the hash) both score perplexity with the same se
 the downstream run alone measures accuracy. Such a cell takes the newest run's row, provided
 the runs pruned alike (same achieved sparsity, parameter counts and attention submodules
 removed); otherwise it is refused too.
+
+Refusing is for reproductions: the tables of a published experiment (a file in
+``conf/experiment/``, :func:`strict`). A user's own runs (the experiment ``default`` of runs
+started without an overlay, any other name not in ``conf/experiment/``, or every row at once)
+are split instead (``unique_cells(..., split=True)``): configurations that differ in a
+setting go to separate setting groups, labelled by the fewest settings that tell the groups
+apart (:data:`SETTING`, e.g. ``eval.max_windows=8``), and a configuration a setting does not
+apply to (another method's ``method.alpha``, dense's calibration, accuracy rows'
+``max_windows``) appears in every group.
 """
 
 from __future__ import annotations
@@ -23,8 +32,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import EXPERIMENTS, N_ATTN
+from analysis.order import ROW_KEY, natural_key
+from twossp.config import CONF
 
 DENSE = "dense"
+# The row level that names a setting group in the tables of a user's own runs (split cells).
+SETTING = "setting"
+# The experiment of runs started without an experiment overlay (conf/config.yaml's
+# experiment_name); name ad-hoc runs with experiment_name=<name>.
+ADHOC = "default"
 # Columns that describe a run's outcome or bookkeeping, not its configuration: never reported
 # as the difference between two configurations of one cell.
 NOT_SETTINGS = {
@@ -52,6 +68,7 @@ NOT_SETTINGS = {
     "sparsity",
     "threads",  # CPU threads: recorded for timing, not hashed (the same numbers)
     N_ATTN,
+    SETTING,
 }
 # Variant entries that are measurements rather than settings (window_nll: the per-window
 # losses a perplexity interval is computed from).
@@ -62,8 +79,37 @@ OUTCOMES = ("achieved_sparsity", "params_after", "block_params_after", N_ATTN)
 COMBINED = "combined_cells"
 
 
+# Evaluation settings of a row's variant by the config key that sets them (setting labels).
+VARIANT_SETTINGS = {
+    "max_windows": "eval.max_windows",
+    "window_sample": "eval.window_sample",
+    "seqlen": "eval.seqlen",
+    "limit": "eval.downstream.limit",
+    "num_fewshot": "eval.downstream.num_fewshot",
+}
+# Recorded consequences of other settings: named in a setting label only when nothing else
+# tells two groups apart.
+DERIVED = {"calib_windows", "calib_source", "model_path", "model_fingerprint"}
+
+
 class AmbiguousCellError(ValueError):
     """A table cell would be fed by more than one configuration."""
+
+
+def published_experiments() -> set[str]:
+    """The experiments defined in ``conf/experiment/`` (reproductions of a published setup)."""
+    return {p.stem for p in (CONF / "experiment").glob("*.yaml")}
+
+
+def strict(experiment: str | list[str] | None) -> bool:
+    """Whether tables of ``experiment`` refuse a cell fed by several configurations: only a
+    published experiment's (every name given is a file in ``conf/experiment/``). A user's
+    own runs (:data:`ADHOC`, any other name, or None: every row) are split into setting
+    groups instead (:func:`unique_cells` with ``split=True``)."""
+    if experiment is None:
+        return False
+    names = {experiment} if isinstance(experiment, str) else set(experiment)
+    return bool(names) and names <= published_experiments()
 
 
 def select(frame: pd.DataFrame, experiment: str | list[str] | None) -> pd.DataFrame:
@@ -222,7 +268,7 @@ def _why(rows: pd.DataFrame, variant: bool) -> tuple[str, str] | None:
 
 
 def unique_cells(
-    rows: pd.DataFrame, key: list[str], table: str, *, variant: bool = True
+    rows: pd.DataFrame, key: list[str], table: str, *, variant: bool = True, split: bool = False
 ) -> pd.DataFrame:
     """``rows`` with one row per ``key``; raises when a key holds several configurations.
 
@@ -239,12 +285,19 @@ def unique_cells(
         table: the table's name, for the error message.
         variant: compare the rows' evaluation settings (``variant``); off for per-run tables
             (achieved sparsity, pruning time), whose rows may be of different metrics.
+        split: a user's own runs (:func:`strict` is False): configurations that differ in a
+            setting become setting groups (:func:`split_settings`) instead of an error; the
+            result has a :data:`SETTING` column ("" when nothing was split) and one row per
+            ``key`` and group.
 
     Raises:
         AmbiguousCellError: the first cell fed by configurations that differ in a recorded
-            setting (named with its values) or that pruned differently.
+            setting (named with its values) or that pruned differently (also with ``split``).
     """
     rows = rows.drop_duplicates([*key, "run_id"])
+    if split:
+        rows = split_settings(rows, key, variant=variant)
+        key = [*key, SETTING]
     if rows.empty:
         return rows
     keep = np.ones(len(rows), dtype=bool)
@@ -294,3 +347,154 @@ def combined_note(rows: pd.DataFrame, rel_tol: float = 1e-9) -> str | None:
         f"{len(spreads)} cell(s) were measured by several runs with the same recorded settings "
         f"whose values differ by up to {100 * max(spreads):.2g}%; the newest run is shown."
     )
+
+
+# --- a user's own runs: setting groups instead of refusals ---------------------------------
+
+
+def _setting_rank(setting: str) -> tuple:
+    """The order in which settings are considered for a group's label: method settings,
+    calibration, evaluation settings a user sets, the other recorded columns, then what
+    other settings imply."""
+    if setting.startswith("variant."):
+        return (2, setting) if setting[8:] in VARIANT_SETTINGS else (5, setting)
+    if setting in DERIVED:
+        return (4, setting)
+    if setting.startswith("method."):
+        return (0, setting)
+    return (1, setting) if setting.startswith("calib_") else (3, setting)
+
+
+def setting_name(setting: str) -> str:
+    """A setting as a user sets it: ``variant.max_windows`` -> ``eval.max_windows``,
+    ``calib_n_samples`` -> ``calib.n_samples``; others as recorded."""
+    if setting.startswith("variant."):
+        return VARIANT_SETTINGS.get(setting[8:], setting)
+    if setting.startswith("calib_"):
+        return "calib." + setting[6:]
+    return setting
+
+
+def _variants(rows: pd.DataFrame) -> list[dict]:
+    out = []
+    for v in rows["variant"] if "variant" in rows.columns else [None] * len(rows):
+        try:
+            parsed = json.loads(v) if isinstance(v, str) and v else {}
+        except ValueError:
+            parsed = {}
+        out.append(parsed if isinstance(parsed, dict) else {})
+    return out
+
+
+def _row_settings(rows: pd.DataFrame, settings: list[str]) -> list[tuple]:
+    """Each row's shown value of every setting, None where the setting does not apply to
+    it: a variant key the row lacks, or a column no row of the row's method fills."""
+    variants = _variants(rows) if any(s.startswith("variant.") for s in settings) else []
+    methods = rows["method"].tolist()
+    applies = {
+        s: set(rows.loc[rows[s].map(lambda v: not missing(v)), "method"])
+        for s in settings
+        if not s.startswith("variant.")
+    }
+    out = []
+    for i in range(len(rows)):
+        values = []
+        for s in settings:
+            if s.startswith("variant."):
+                k = s[8:]
+                values.append(show(variants[i][k]) if k in variants[i] else None)
+            else:
+                values.append(show(rows[s].iat[i]) if methods[i] in applies[s] else None)
+        out.append(tuple(values))
+    return out
+
+
+def _covers(group: tuple, values: tuple) -> bool:
+    return all(v is None or v == g for v, g in zip(values, group, strict=True))
+
+
+def _group_labels(settings: list[str], groups: list[tuple]) -> list[str]:
+    """``"eval.max_windows=8"``: each group named by the fewest settings (in
+    :func:`_setting_rank` order) that tell the groups apart."""
+    chosen: list[int] = []
+    for i in range(len(settings)):
+        before = len({tuple(g[j] for j in chosen) for g in groups})
+        if len({tuple(g[j] for j in [*chosen, i]) for g in groups}) > before:
+            chosen.append(i)
+
+    def text(g: tuple, among) -> str:
+        return ", ".join(f"{setting_name(settings[j])}={g[j]}" for j in among if g[j] is not None)
+
+    labels = [text(g, chosen) or text(g, range(len(settings))) for g in groups]
+    if len(set(labels)) < len(labels):
+        labels = [text(g, range(len(settings))) for g in groups]
+    return labels
+
+
+def _group_order(group: tuple) -> tuple:
+    return tuple((2, 0.0, "") if v is None else _sort_key(v) for v in group)
+
+
+def split_settings(rows: pd.DataFrame, key: list[str], variant: bool = True) -> pd.DataFrame:
+    """``rows`` with a :data:`SETTING` column: the setting group of each row.
+
+    The settings are those in which the configurations of some cell (``key``) differ
+    (:func:`differing_settings`). Every row has a value for each (None where it does not
+    apply: :func:`_row_settings`); the groups are the most specific combinations of values
+    found, and a row goes to every group that agrees with it where it has a value (so a
+    method without ``method.alpha``, or dense, appears beside each alpha). Groups are
+    labelled by :func:`_group_labels`; "" for every row when no cell needs a split.
+    """
+    settings: list[str] = []
+    if len(rows):
+        for where in rows.groupby(key, dropna=False, sort=False).indices.values():
+            sub = rows.iloc[where]
+            if sub["config_hash"].nunique() > 1:
+                for col, _ in differing_settings(sub, variant):
+                    if col not in settings:
+                        settings.append(col)
+    if not settings:
+        return rows.assign(**{SETTING: ""})
+    settings.sort(key=_setting_rank)
+    values = _row_settings(rows, settings)
+    distinct = list(dict.fromkeys(values))
+    groups = [
+        t for t in distinct if not any(u != t and _covers(u, t) for u in distinct)
+    ]  # the most specific combinations
+    groups.sort(key=_group_order)
+    labels = _group_labels(settings, groups)
+    positions, named = [], []
+    for i, v in enumerate(values):
+        for g, label in zip(groups, labels, strict=True):
+            if _covers(g, v):
+                positions.append(i)
+                named.append(label)
+    return rows.iloc[positions].assign(**{SETTING: named}).reset_index(drop=True)
+
+
+def split_labels(rows: pd.DataFrame) -> list[str]:
+    """The setting groups of split rows, in order (none when nothing was split)."""
+    if SETTING not in rows.columns:
+        return []
+    return sorted({s for s in rows[SETTING] if s}, key=natural_key)
+
+
+def row_key(rows: pd.DataFrame) -> list[str]:
+    """A table's row levels: :data:`analysis.order.ROW_KEY`, with :data:`SETTING` before the
+    method when the rows were split into setting groups (so that bold and ties compare the
+    methods of one group)."""
+    if split_labels(rows):
+        return [*ROW_KEY[:-1], SETTING, ROW_KEY[-1]]
+    return list(ROW_KEY)
+
+
+def split_note(rows: pd.DataFrame) -> list[str]:
+    """The caption's sentence on setting groups (none when nothing was split)."""
+    labels = split_labels(rows)
+    if not labels:
+        return []
+    return [
+        "Ad-hoc runs whose configurations differ in a setting are split into setting groups "
+        f"({'; '.join(labels)}); methods are compared within a group, and a run a setting does "
+        "not apply to (dense, another method's setting) appears in each group."
+    ]

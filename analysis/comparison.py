@@ -8,7 +8,8 @@ bootstrap interval and McNemar p, each with the difference the design detects at
 and the units paired. Rivals are the other pruned methods at the same sparsity, then the
 dense model. :func:`comparison_table` renders them (``paired_comparison``), and
 :func:`verdict_sentence` states each verdict in words, from the test, for the results pages
-(never typed by hand).
+(never typed by hand). A user's own runs that differ in a setting are split into setting
+groups (:func:`analysis.cells.unique_cells`, ``split``) and compared within their group.
 """
 
 from __future__ import annotations
@@ -19,11 +20,30 @@ import numpy as np
 import pandas as pd
 
 from analysis import paired
-from analysis.cells import DENSE, select, sparsity_label, unique_cells, with_sparsity
-from analysis.order import METHOD_ORDER, MODEL_ORDER, PPL_DATASETS, PROTOCOL_ORDER, ROW_KEY, TASKS
+from analysis.cells import (
+    DENSE,
+    SETTING,
+    select,
+    sparsity_label,
+    split_labels,
+    split_note,
+    strict,
+    unique_cells,
+    with_sparsity,
+)
+from analysis.order import (
+    METHOD_ORDER,
+    MODEL_ORDER,
+    PPL_DATASETS,
+    PROTOCOL_ORDER,
+    ROW_KEY,
+    TASKS,
+    natural_key,
+)
 from analysis.render import Table
 from analysis.verdicts import Run, Units, as_units, p_phrase, p_text
 
+NAME = "paired_comparison"
 REFERENCE = "twossp"
 METRICS = ("ppl", "acc", "acc_norm")
 # How the sentences name methods and datasets (keys as in conf/; others print as they are).
@@ -48,7 +68,7 @@ DATASET_NAMES = {
     "winogrande": "WinoGrande",
     "mmlu": "MMLU",
 }
-COLUMNS = ["model", "protocol", "sparsity", "metric", "dataset", "reference", "rival"]
+COLUMNS = ["model", "protocol", SETTING, "sparsity", "metric", "dataset", "reference", "rival"]
 
 
 def _rank(value, order) -> tuple:
@@ -97,6 +117,7 @@ def verdict_sentence(
     sparsity: float,
     result: paired.Paired | None,
     alpha: float = paired.ALPHA,
+    setting: str = "",
 ) -> str:
     """One comparison's verdict in words, from its paired test.
 
@@ -107,6 +128,8 @@ def verdict_sentence(
         sparsity: the reference's target sparsity.
         result: the comparison of the reference with the rival (None: no shared units).
         alpha: two-sided level.
+        setting: the setting group of a user's own runs (e.g. ``eval.max_windows=8``), named
+            after the sparsity; "" for none.
 
     Returns:
         e.g. "2SSP's perplexity is lower than ShortGPT's on WikiText-2 at 37.5% (ratio 0.31
@@ -115,6 +138,7 @@ def verdict_sentence(
     """
     ref, riv = _name(reference), _name(rival)
     where = f"on {DATASET_NAMES.get(dataset, dataset)} at {sparsity_label(sparsity)}"
+    where += f" ({setting})" if setting else ""
     what = "perplexity" if metric == "ppl" else "accuracy"
     if metric not in ("ppl", "acc"):
         what += f" ({metric})"
@@ -155,6 +179,7 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
         lambda r: (
             _rank(r["model"], MODEL_ORDER),
             _rank(r["protocol"], PROTOCOL_ORDER),
+            natural_key(r[SETTING]),
             r["sparsity"],
             METRICS.index(r["metric"]),
             _rank(r["dataset"], datasets),
@@ -170,6 +195,7 @@ def comparisons(
     items: pd.DataFrame | Units | None = None,
     reference: str = REFERENCE,
     experiment: str | list[str] | None = None,
+    split: bool | None = None,
 ) -> pd.DataFrame:
     """Every paired comparison of ``reference`` with the other methods and dense.
 
@@ -178,24 +204,31 @@ def comparisons(
         items: per-unit outcomes (:func:`analysis.collect.load_items`) or :class:`Units`.
         reference: the method compared with the others (a pruned method).
         experiment: rows of this experiment (or experiments) only.
+        split: setting groups instead of refusals, each metric's rows split on their own
+            (default: unless ``experiment`` is published, :func:`analysis.cells.strict`).
 
     Returns:
-        One row per comparison: ``model, protocol, sparsity, metric, dataset, reference,
-        rival``, the :class:`analysis.paired.Paired` fields (``estimate``, ``low``,
-        ``high``, ``p``, ``n``, ``detectable``, ``scale``, ``test``, ``clusters``; NaN where
-        the runs share no units) and ``sentence`` (:func:`verdict_sentence`).
+        One row per comparison: ``model, protocol, setting, sparsity, metric, dataset,
+        reference, rival`` (``setting``: the setting group, "" when none), the
+        :class:`analysis.paired.Paired` fields (``estimate``, ``low``, ``high``, ``p``, ``n``,
+        ``detectable``, ``scale``, ``test``, ``clusters``; NaN where the runs share no units)
+        and ``sentence`` (:func:`verdict_sentence`).
 
     Raises:
-        AmbiguousCellError: a cell fed by several configurations.
+        AmbiguousCellError: a cell fed by several configurations (unless split).
     """
     if reference == DENSE:
         raise ValueError("the reference must be a pruned method, not dense")
     units = as_units(items)
     rows = with_sparsity(select(frame, experiment))
-    rows = rows[rows["metric"].isin(METRICS)]
-    rows = unique_cells(rows, [*ROW_KEY, "sparsity", "metric", "dataset"], "paired_comparison")
+    split = not strict(experiment) if split is None else split
+    key = [*ROW_KEY, "sparsity", "metric", "dataset"]
+    parts = [unique_cells(rows[rows["metric"] == m], key, NAME, split=split) for m in METRICS]
+    rows = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
+    if SETTING not in rows.columns:
+        rows = rows.assign(**{SETTING: ""})
     out = []
-    same = ["model", "protocol", "metric", "dataset"]
+    same = ["model", "protocol", SETTING, "metric", "dataset"]
     for _, ref in rows[rows["method"] == reference].iterrows():
         shared = (rows[same] == ref[same]).all(axis=1)
         rivals = rows[
@@ -212,11 +245,13 @@ def comparisons(
             if result is not None:
                 stats = {k: getattr(result, k) for k in stats}
             sentence = verdict_sentence(
-                reference, rival["method"], ref["metric"], ref["dataset"], ref["sparsity"], result
-            )
+                reference, rival["method"], ref["metric"], ref["dataset"], ref["sparsity"],
+                result, setting=ref[SETTING],
+            )  # fmt: skip
             out.append(
                 {
-                    **{c: ref[c] for c in ("model", "protocol", "sparsity", "metric", "dataset")},
+                    **{c: ref[c] for c in ("model", "protocol", SETTING, "sparsity")},
+                    **{c: ref[c] for c in ("metric", "dataset")},
                     "reference": reference,
                     "rival": rival["method"],
                     **stats,
@@ -233,25 +268,28 @@ def comparison_table(
     items: pd.DataFrame | Units | None = None,
     reference: str = REFERENCE,
     experiment: str | list[str] | None = None,
+    split: bool | None = None,
 ) -> Table:
-    """``paired_comparison``: :func:`comparisons` as a table, one row per rival."""
-    found = comparisons(frame, items, reference, experiment)
-    name = "paired_comparison"
+    """``paired_comparison``: :func:`comparisons` as a table, one row per rival (with a
+    ``setting`` level after the protocol when a user's runs were split)."""
+    found = comparisons(frame, items, reference, experiment, split)
+    name = NAME
     title = f"Paired comparison: {_name(reference)} against each method and dense"
+    grouped = bool(split_labels(found))
+    names = ["model", "protocol", *([SETTING] if grouped else [])]
+    names += ["sparsity", "measure", f"{reference} vs"]
     labels = [
         (
             r.model,
             r.protocol,
+            *([getattr(r, SETTING)] if grouped else []),
             sparsity_label(r.sparsity),
             f"{r.metric} {r.dataset}",
             r.rival,
         )
         for r in found.itertuples(index=False)
     ]
-    index = pd.MultiIndex.from_tuples(
-        labels or [("", "", "", "", "")],
-        names=["model", "protocol", "sparsity", "measure", f"{reference} vs"],
-    )
+    index = pd.MultiIndex.from_tuples(labels or [("",) * len(names)], names=names)
     cols = pd.MultiIndex.from_tuples(
         [("ratio or difference [95%]",), ("p",), ("detectable (80% power)",), ("paired",)]
     )
@@ -293,6 +331,7 @@ def comparison_table(
             f"{missing} comparison(s) without shared units: one of the runs kept no per-unit "
             "outcomes, or they scored different units."
         )
+    notes += split_note(found)
     return Table(name, title, values, None, 2, notes, text)
 
 

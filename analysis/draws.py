@@ -30,6 +30,7 @@ from analysis.order import METHOD_ORDER, MODEL_ORDER, PPL_DATASETS, PROTOCOL_ORD
 from analysis.render import Table
 from analysis.verdicts import p_phrase
 
+NAME = "calibration_draws"
 ROW = ["model", "protocol", "sparsity", "method", "windows"]
 SEED0 = 0
 
@@ -47,7 +48,7 @@ def draw_rows(frame: pd.DataFrame, experiment: str | list[str] | None = None) ->
     """Perplexity rows of pruned runs with ``windows`` (calibration windows read, as recorded)
     and ``calib_seed`` (the run seed where none was recorded); one row per cell."""
     rows = _candidates(frame, experiment)
-    return unique_cells(rows, [*ROW, "dataset", "calib_seed"], "calibration_draws")
+    return unique_cells(rows, [*ROW, "dataset", "calib_seed"], NAME)
 
 
 def applies(frame: pd.DataFrame, experiment: str | list[str] | None = None) -> bool:
@@ -166,7 +167,7 @@ def draws_table(frame: pd.DataFrame, experiment: str | list[str] | None = None) 
         "few draws cannot reach 0.05 by this test however consistent the order. "
         "Calibration windows: what the method read (2SSP: stage 1)."
     ] + context_notes(rows)
-    return Table("calibration_draws", "Calibration draws", values, None, 2, notes, text)
+    return Table(NAME, "Calibration draws", values, None, 2, notes, text)
 
 
 def views(frame: pd.DataFrame, experiment: str | list[str] | None = None) -> list[Table]:

@@ -14,6 +14,10 @@ is, and the table says so).
 - ``ppl_vs_prefill_speedup_<model>_<protocol>.png``: perplexity against measured prefill
   speed-up, a marker per method, a colour per sparsity, dense at 1x: the frontier.
 
+A row is one configuration on one machine; a user's own runs that differ in a setting
+(``split``) get a ``setting`` level as in the other tables (:func:`analysis.cells.unique_cells`
+on each run's perplexity row), a published experiment's are refused.
+
 ``python -m analysis.tables`` and ``python -m analysis.plots`` call :func:`render_tables` and
 :func:`render_plots`; both write nothing when no run has inference rows.
 """
@@ -26,12 +30,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.cells import DENSE, AmbiguousCellError, sparsity_label, with_sparsity
+from analysis.cells import (
+    DENSE,
+    SETTING,
+    AmbiguousCellError,
+    sparsity_label,
+    split_labels,
+    split_note,
+    unique_cells,
+    with_sparsity,
+)
 from analysis.order import METHOD_ORDER, ordered, row_index
 from analysis.render import Table, render
 
 log = logging.getLogger(__name__)
 
+NAME = "inference_speedup"
 PREFILL, DECODE = "prefill_latency", "decode_throughput"
 KV, WEIGHTS = "kv_cache_bytes_per_token", "weight_bytes"
 METRICS = (PREFILL, DECODE, KV, WEIGHTS)
@@ -120,8 +134,11 @@ def _first(series: pd.Series) -> float:
 
 def with_dense(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (from :func:`runs`) plus the matching dense run's figures (``dense_*``) and
-    ``dense_protocol`` (which protocol's dense run it is); NaN where none matches."""
+    ``dense_protocol`` (which protocol's dense run it is); NaN where none matches. Among the
+    matching dense runs, one of the row's own setting group (:data:`SETTING`, when split) is
+    preferred, then one of its protocol."""
     dense = table[table["method"] == DENSE]
+    group = SETTING in table.columns
     picked = []
     for r in table.itertuples(index=False):
         same = dense[
@@ -129,6 +146,12 @@ def with_dense(table: pd.DataFrame) -> pd.DataFrame:
             & (dense["machine"] == r.machine)
             & (dense["measure"] == r.measure)
         ]
+        if group and len(same):
+            rank = (same[SETTING] != getattr(r, SETTING)).astype(int) * 2
+            rank += (same["protocol"] != r.protocol).astype(int)
+            same = same.assign(_rank=rank.to_numpy()).sort_values("_rank", kind="stable")
+            picked.append(same.iloc[0])
+            continue
         own = same[same["protocol"] == r.protocol]
         pick = own if len(own) else same
         picked.append(pick.iloc[0] if len(pick) else None)
@@ -150,27 +173,55 @@ def _machine_label(machine: tuple) -> str:
     )
 
 
-def speedup_table(frame: pd.DataFrame) -> Table | None:
+def _grouped(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a :data:`SETTING` column: each run's perplexity row (else its first
+    inference row, without its measurements) split like a table cell per (model, protocol,
+    method, sparsity, machine); runs with equal settings share a row (the newest), and a run a
+    differing setting does not apply to appears in every group."""
+    rows = with_sparsity(frame)
+    picked = []
+    for r in table.itertuples(index=False):
+        own = rows[rows["config_hash"] == r.config_hash]
+        ppl = own[(own["metric"] == "ppl") & (own["dataset"] == r.ppl_dataset)]
+        one = ppl.sort_values("created_at").iloc[[-1]] if len(ppl) else None
+        if one is None:
+            one = own[own["metric"].isin(METRICS)].sort_values("created_at").iloc[[-1]]
+            one = one.assign(variant=None)
+        picked.append(one.assign(cell=repr((*[getattr(r, k) for k in KEY], r.machine))))
+    found = unique_cells(pd.concat(picked, ignore_index=True), ["cell"], NAME, split=True)
+    return table.merge(found[["config_hash", SETTING]], on="config_hash", how="inner")
+
+
+def speedup_table(frame: pd.DataFrame, split: bool = False) -> Table | None:
     """The ``inference_speedup`` table, or None when no run has inference rows.
+
+    Args:
+        frame: the rows to read (one experiment's).
+        split: a user's own runs (:func:`analysis.cells.strict` is False): configurations
+            that differ in a setting become setting groups instead of an error.
 
     Raises:
         AmbiguousCellError: two configurations feed one row on one machine (a sweep over a
-            method setting): select one experiment.
+            method setting) and ``split`` is off: select one experiment.
     """
     table = runs(frame)
     if table.empty:
         return None
-    table = with_dense(table)
     machines = list(dict.fromkeys(table["machine"]))
     key = [*KEY, "machine"]
     counts = table.groupby(key, sort=False)["config_hash"].nunique()
-    if (counts > 1).any():
+    if (counts > 1).any() and not split:
         cell = counts[counts > 1].index[0]
         raise AmbiguousCellError(
-            f"inference_speedup: {dict(zip(key, cell, strict=True))} holds {counts.max()} "
+            f"{NAME}: {dict(zip(key, cell, strict=True))} holds {counts.max()} "
             "configurations; select one experiment"
         )
-    names = ["model", "protocol", "method", "sparsity"] + (["machine"] if len(machines) > 1 else [])
+    table = _grouped(frame, table) if (counts > 1).any() else table
+    table = with_dense(table)
+    table = table if SETTING in table.columns else table.assign(**{SETTING: ""})
+    grouped = bool(split_labels(table))
+    levels = ["model", "protocol", *([SETTING] if grouped else []), "method"]
+    names = [*levels, "sparsity"] + (["machine"] if len(machines) > 1 else [])
     table = table.assign(
         sparsity_text=[
             sparsity_label(s) if m != DENSE else "0%"
@@ -178,17 +229,14 @@ def speedup_table(frame: pd.DataFrame) -> Table | None:
         ],
         machine_no=[machines.index(m) + 1 for m in table["machine"]],
     )
-    order = row_index(table, ["model", "protocol", "method"])
+    order = row_index(table, levels)
     rank = {t: i for i, t in enumerate(order)}
     table = table.assign(
-        _rank=[
-            rank[(a, b, c)]
-            for a, b, c in zip(table["model"], table["protocol"], table["method"], strict=True)
-        ]
+        _rank=[rank[t] for t in table[levels].itertuples(index=False, name=None)]
     ).sort_values(["_rank", "sparsity", "machine_no"])
     tuples = []
     for r in table.itertuples(index=False):
-        t = (r.model, r.protocol, r.method, r.sparsity_text)
+        t = (*[getattr(r, k) for k in levels], r.sparsity_text)
         tuples.append(t + ((f"#{r.machine_no}",) if len(machines) > 1 else ()))
     columns = [c for c, _ in COLUMNS]
     data = list(
@@ -241,8 +289,9 @@ def speedup_table(frame: pd.DataFrame) -> Table | None:
     dataset = set(table["ppl_dataset"].dropna())
     if dataset and dataset != {PPL_DATASET}:
         notes.append(f"perplexity on {', '.join(sorted(dataset))} (no WikiText-2 row)")
+    notes += split_note(table)
     return Table(
-        "inference_speedup",
+        NAME,
         "What pruning buys: speed, KV cache, perplexity",
         values,
         None,
@@ -258,9 +307,10 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}" if digits == 0 else f"{value:.{digits}f}"
 
 
-def render_tables(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write the speed-up table (md + tex) when any run has inference rows."""
-    table = speedup_table(frame)
+def render_tables(frame: pd.DataFrame, out_dir: str | Path, split: bool = False) -> list[Path]:
+    """Write the speed-up table (md + tex) when any run has inference rows (``split``: as in
+    :func:`speedup_table`)."""
+    table = speedup_table(frame, split)
     if table is None:
         return []
     print(table.to_markdown())

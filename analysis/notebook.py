@@ -8,6 +8,10 @@ the order in which experiments are shown.
   rows of a real model (:data:`LEAD_MODELS`, SmolLM2-135M) first.
 - :func:`heading`: an experiment's heading, naming its models and marking smoke-test models
   (:data:`analysis.captions.SMOKE_TEST_MODELS`).
+- :func:`experiment_tables`: every table of an experiment (ablation views, the paper's
+  tables with paired verdicts from the per-unit items, the paired comparison view, the
+  inference speed-up table) and a line for each table not rendered; a user's own runs are
+  split into setting groups, never refused (:func:`analysis.cells.strict`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import collect
+from analysis import ablations, collect, tables
 from analysis.captions import SMOKE_TEST_MODELS
-from analysis.cells import select
+from analysis.cells import AmbiguousCellError, select
 from analysis.order import MODEL_ORDER, ordered
+from analysis.render import Table
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +100,31 @@ def heading(frame: pd.DataFrame, name: str) -> str:
         for m in models
     ]
     return f"{name}: {', '.join(parts)}"
+
+
+def experiment_tables(
+    frame: pd.DataFrame, name: str, items: pd.DataFrame | None = None
+) -> tuple[list[Table], list[str]]:
+    """The tables the notebook shows for experiment ``name`` and what was not rendered.
+
+    Args:
+        frame: the merged results.
+        name: the experiment.
+        items: the per-unit outcomes (:func:`analysis.collect.load_items`) the paired
+            verdicts and the comparison view read.
+
+    Returns:
+        The tables (:func:`analysis.tables.experiment_tables`, then the inference speed-up
+        table when runs recorded inference rows) and one line per table not rendered
+        (:func:`analysis.tables.refusal_lines`; only a published experiment refuses).
+    """
+    refused: list[str] = []
+    built = tables.experiment_tables(frame, name, skipped=refused, items=items)
+    try:
+        speed = tables.speedup(frame, name)
+    except AmbiguousCellError as exc:
+        speed = None
+        refused.append(str(exc))
+    built += [speed] if speed is not None else []
+    views = any(ablations.is_view(t.name) for t in built)
+    return built, tables.refusal_lines(refused, views)

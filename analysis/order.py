@@ -8,15 +8,18 @@ model appears without being added here (a row the order does not know is never d
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
+from twossp import paper
 from twossp.methods import method_names
 
 METHOD_ORDER = tuple(method_names())
-MODEL_ORDER = ("llama2_7b", "mistral_7b", "qwen2_5_7b", "phi3_medium")
+MODEL_ORDER = paper.MODELS
 PROTOCOL_ORDER = ("paper", "matched", "unrecorded")
-PPL_DATASETS = ("wikitext2", "c4", "fineweb_edu", "ptb")
-TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "mmlu")
+PPL_DATASETS = paper.PPL_DATASETS + paper.ADDED_PPL_DATASETS
+TASKS = paper.TASKS
 ROW_KEY = ["model", "protocol", "method"]
 
 
@@ -27,8 +30,15 @@ def ordered(values, preferred) -> list:
     return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
 
 
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside ``text`` by value (``=8`` before ``=48``)."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", text)
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
 def row_index(rows: pd.DataFrame, key: list[str] = ROW_KEY) -> list[tuple]:
-    """Row labels of ``key`` in the paper's order (models, protocols, methods)."""
+    """Row labels of ``key`` in the paper's order (models, protocols, methods); other text
+    levels (a setting group) in natural order."""
     orders = {"model": MODEL_ORDER, "protocol": PROTOCOL_ORDER, "method": METHOD_ORDER}
     combos = rows[key].drop_duplicates()
 
@@ -36,7 +46,7 @@ def row_index(rows: pd.DataFrame, key: list[str] = ROW_KEY) -> list[tuple]:
         if col in orders:
             pref = orders[col]
             return (pref.index(v), "") if v in pref else (len(pref), str(v))
-        return (0, v) if not isinstance(v, str) else (1, v)
+        return (0, v) if not isinstance(v, str) else (1, natural_key(v))
 
     order = sorted(
         combos.itertuples(index=False, name=None),

@@ -13,8 +13,10 @@
 - ``ablation_calib_<model>_<protocol>.png``: 2SSP perplexity against calibration windows
   (log scale), mean over calibration seeds with sample-std error bars, a line per sparsity.
 
-Like the tables, the plots refuse a point fed by several configurations, except that the
-generic plots are left out when an ablation view covers the experiment's sweep.
+Like the tables, a published experiment's plots refuse a point fed by several configurations,
+except that the generic plots are left out when an ablation view covers the experiment's
+sweep; a user's own runs that differ in a setting get one figure per setting group (file
+names end with the group, e.g. ``ppl_vs_sparsity_m_paper_eval.max_windows-8.png``).
 
     python -m analysis.plots [--results results/results.parquet] [--out results/plots]
                              [--experiment cpu_demo]
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -39,10 +42,13 @@ from analysis import ablations, draws, inference, intervals  # noqa: E402
 from analysis.captions import SMOKE_TEST_MODELS  # noqa: E402
 from analysis.cells import (  # noqa: E402
     DENSE,
+    SETTING,
     AmbiguousCellError,
     add_experiment_option,
     chosen,
     select,
+    split_labels,
+    strict,
     unique_cells,
     with_sparsity,
 )
@@ -159,10 +165,20 @@ def _point_rows(frame: pd.DataFrame, metric: str, plot: str) -> pd.DataFrame:
     return intervals.with_bounds(rows)
 
 
+def _title(model: str, protocol: str, setting: str) -> str:
+    return f"{model} ({protocol}{', ' + setting if setting else ''})"
+
+
 def ppl_vs_sparsity(
-    frame: pd.DataFrame, model: str, protocol: str, path: str | Path, datasets=None
+    frame: pd.DataFrame,
+    model: str,
+    protocol: str,
+    path: str | Path,
+    datasets=None,
+    setting: str = "",
 ) -> Path | None:
-    """One panel per dataset: perplexity (log scale) against sparsity, a line per method."""
+    """One panel per dataset: perplexity (log scale) against sparsity, a line per method
+    (``setting``: the setting group drawn, named in the title)."""
     rows = frame[(frame["model"] == model) & (frame["protocol"] == protocol)]
     rows = _point_rows(rows, "ppl", "ppl_vs_sparsity")
     if rows.empty:
@@ -175,7 +191,8 @@ def ppl_vs_sparsity(
         ax.set_yscale("log")
         ax.set_title(name)
         ax.set_ylabel("perplexity" + (" (bars: 95% interval)" if _has_bars(rows) else ""))
-    return _finish(fig, axes, f"{model} ({protocol}): perplexity vs sparsity", Path(path))
+    title = f"{_title(model, protocol, setting)}: perplexity vs sparsity"
+    return _finish(fig, axes, title, Path(path))
 
 
 def _has_bars(rows: pd.DataFrame) -> bool:
@@ -202,8 +219,10 @@ def acc_vs_sparsity(
     path: str | Path,
     tasks=None,
     metric: str = "acc",
+    setting: str = "",
 ) -> Path | None:
-    """One panel per task plus their mean: accuracy (%) against sparsity, a line per method."""
+    """One panel per task plus their mean: accuracy (%) against sparsity, a line per method
+    (``setting``: the setting group drawn, named in the title)."""
     rows = frame[(frame["model"] == model) & (frame["protocol"] == protocol)]
     rows = _point_rows(rows, metric, "acc_vs_sparsity")
     if rows.empty:
@@ -218,7 +237,7 @@ def acc_vs_sparsity(
         ax.set_title(name)
         bars = " (bars: ±1.96 stderr)" if _has_bars(rows) else ""
         ax.set_ylabel(f"{metric} (%){bars}")
-    title = f"{model} ({protocol}): accuracy vs sparsity"
+    title = f"{_title(model, protocol, setting)}: accuracy vs sparsity"
     if model in SMOKE_TEST_MODELS:
         title = f"SMOKE TEST, not a result: {title}\n({SMOKE_TEST_MODELS[model]}: at chance level)"
     return _finish(fig, axes, title, Path(path))
@@ -339,29 +358,66 @@ def ablation_plots(frame: pd.DataFrame, out_dir: Path, experiment: str | None) -
     return paths
 
 
-def generic_plots(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+def setting_groups(rows: pd.DataFrame, metric: str, split: bool) -> list[tuple[str, pd.DataFrame]]:
+    """``(setting group, its rows)`` of ``metric``'s points; one group ``""`` unless ``split``
+    finds configurations that differ in a setting (:func:`analysis.cells.unique_cells`)."""
+    if not split:
+        return [("", rows)]
+    key = [*ROW_KEY, "sparsity", "metric", "dataset"]
+    points = unique_cells(with_sparsity(rows[rows["metric"] == metric]), key, "plots", split=True)
+    labels = split_labels(points)
+    if not labels:
+        return [("", rows)]
+    return [(g, points[points[SETTING] == g].drop(columns=SETTING)) for g in labels]
+
+
+def _slug(setting: str) -> str:
+    return "_" + re.sub(r"[^A-Za-z0-9._]+", "-", setting).strip("-") if setting else ""
+
+
+def generic_plots(rows: pd.DataFrame, out_dir: Path, split: bool = False) -> list[Path]:
+    """Perplexity and accuracy against sparsity per model and protocol (and setting group,
+    with ``split``)."""
     paths = []
-    for model, protocol, _ in _by_model_protocol(rows):
+    for model, protocol, sub in _by_model_protocol(rows):
         tag = f"{model}_{protocol}"
-        paths.append(ppl_vs_sparsity(rows, model, protocol, out_dir / f"ppl_vs_sparsity_{tag}.png"))
-        paths.append(acc_vs_sparsity(rows, model, protocol, out_dir / f"acc_vs_sparsity_{tag}.png"))
+        for metric, draw, stem in (
+            ("ppl", ppl_vs_sparsity, "ppl_vs_sparsity"),
+            ("acc", acc_vs_sparsity, "acc_vs_sparsity"),
+        ):
+            for setting, group in setting_groups(sub, metric, split):
+                path = out_dir / f"{stem}_{tag}{_slug(setting)}.png"
+                paths.append(draw(group, model, protocol, path, setting=setting))
     return [p for p in paths if p is not None]
 
 
 def all_plots(
-    frame: pd.DataFrame, out_dir: str | Path, experiment: str | None = None
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    experiment: str | None = None,
+    split: bool | None = None,
 ) -> list[Path]:
     """Every plot that applies to ``experiment``'s rows; returns the files written.
 
+    ``split``: a figure per setting group instead of a refusal (default: unless
+    ``experiment`` is published, :func:`analysis.cells.strict`).
+
     Raises:
-        AmbiguousCellError: a point of a generic plot is fed by several configurations and
-            no ablation view covers the sweep.
+        AmbiguousCellError: a point of a generic plot is fed by several configurations, no
+            ablation view covers the sweep and the rows are not split.
     """
     out_dir = Path(out_dir)
     rows = select(frame, experiment)
-    paths = ablation_plots(frame, out_dir, experiment)
+    split = not strict(experiment) if split is None else split
     try:
-        paths += generic_plots(rows, out_dir)
+        paths = ablation_plots(frame, out_dir, experiment)
+    except AmbiguousCellError as exc:
+        if not split:
+            raise
+        log.warning("ablation plots left out: %s", exc)
+        paths = []
+    try:
+        paths += generic_plots(rows, out_dir, split)
     except AmbiguousCellError as exc:
         if not paths:
             raise

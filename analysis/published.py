@@ -33,13 +33,13 @@ def load_published(path: str | Path | None = PUBLISHED) -> pd.DataFrame:
 
 
 def paper_values(pub: pd.DataFrame, index, points) -> dict:
-    """``{(row, col): value}`` for paper-protocol rows; ``points`` maps a column to its
-    (sparsity, metric, dataset)."""
+    """``{(row, col): value}`` for paper-protocol rows (``(model, protocol, ..., method)``);
+    ``points`` maps a column to its (sparsity, metric, dataset)."""
     out = {}
     if pub.empty:
         return out
     for row in index:
-        model, protocol, method = row
+        model, protocol, method = row[0], row[1], row[-1]  # (setting group between)
         if protocol != "paper":
             continue
         hits = pub[(pub["model"] == model) & (pub["method"] == method)]

@@ -1,8 +1,11 @@
 """Which tables an experiment gets, and the command that renders them (Markdown + LaTeX).
 
 A table shows one experiment's rows, chosen by membership (the ``experiments`` column that
-:mod:`analysis.collect` writes; ``experiment`` for rows without it), and every cell must come
-from exactly one configuration (:mod:`analysis.cells`). :func:`experiment_tables` gives the
+:mod:`analysis.collect` writes; ``experiment`` for rows without it). In a published
+experiment's tables (``conf/experiment/<name>.yaml``) every cell must come from exactly one
+configuration; a user's own runs (experiment ``default``, any other name, or every row) that
+differ in a setting are split into setting groups instead, a ``setting`` row level such as
+``eval.max_windows=8`` (:mod:`analysis.cells`). :func:`experiment_tables` gives the
 ablation views whose axis the experiment sweeps (:mod:`analysis.ablations`), then the paper's
 tables (:mod:`analysis.builders`: ``table1_ppl``, ``achieved_sparsity``,
 ``table2_downstream``, ``pruning_time``) and the paired comparison of a reference method with
@@ -10,7 +13,9 @@ the others (:mod:`analysis.comparison`: ``paired_comparison``); a generic table 
 sweep makes ambiguous is left out with a note. Bold and tied marks and the comparison read
 the per-unit outcomes merged beside the results file (:func:`analysis.collect.load_items`).
 The command also writes the inference speed-up table when runs recorded inference rows
-(:mod:`analysis.inference`).
+(:func:`speedup`, :mod:`analysis.inference`). A table that refuses its cells is named in one
+line with the reason and the others are rendered; the command exits 2 only when every table
+was refused, or when ``--only`` names a table that does not exist (:data:`TABLE_NAMES`).
 
     python -m analysis.tables [--results results/results.parquet] [--out results/tables]
                               [--experiment cpu_demo ...] [--only table1_ppl ...]
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import ablations, comparison, inference
+from analysis import ablations, comparison, draws, inference
 from analysis.builders import (
     achieved_table,
     all_tables,
@@ -38,7 +43,7 @@ from analysis.builders import (
     time_table,
 )
 from analysis.captions import SMOKE_TEST_MODELS
-from analysis.cells import AmbiguousCellError, add_experiment_option, chosen, select
+from analysis.cells import AmbiguousCellError, add_experiment_option, chosen, select, strict
 from analysis.collect import EXPERIMENTS, default_results_dir, load, load_items
 from analysis.order import (
     METHOD_ORDER,
@@ -69,9 +74,31 @@ __all__ = [
     "load_published",
     "main",
     "perplexity_table",
+    "refusal_lines",
     "render",
+    "speedup",
     "time_table",
 ]
+
+# Every table the command can write (``ablation_alpha_<dataset>``: one per perplexity dataset).
+TABLE_NAMES = (
+    "table1_ppl",
+    "achieved_sparsity",
+    "table2_downstream",
+    "table2_downstream_acc_norm",
+    "pruning_time",
+    comparison.NAME,
+    inference.NAME,
+    draws.NAME,
+    ablations.CALIB_NAME,
+    f"{ablations.ALPHA_PREFIX}<dataset>",
+)
+
+
+def known_table(name: str) -> bool:
+    """Whether ``name`` is a table the command can write (:data:`TABLE_NAMES`)."""
+    alpha = ablations.ALPHA_PREFIX
+    return name in TABLE_NAMES or (name.startswith(alpha) and len(name) > len(alpha))
 
 
 def experiment_tables(
@@ -85,26 +112,55 @@ def experiment_tables(
     """The ablation views that apply to ``experiment``'s rows, then the generic tables, then
     the paired comparison of ``reference`` with the other methods (when it has rows).
 
-    When an ablation view applies, generic tables that its sweep makes ambiguous are left
-    out (their reason appended to ``skipped``); otherwise ambiguity raises. ``items``: the
-    per-unit outcomes (:func:`analysis.collect.load_items`) the verdicts are paired on.
+    A published experiment's tables refuse a cell fed by several configurations; a user's
+    own runs are split into setting groups (:func:`analysis.cells.strict`). A table that
+    refuses is left out and its reason (``"<table>: ..."``) appended to ``skipped``; without
+    ``skipped`` the first refusal raises, unless an ablation view applies (then generic
+    tables that its sweep makes ambiguous are left out silently). ``items``: the per-unit
+    outcomes (:func:`analysis.collect.load_items`) the verdicts are paired on.
     """
-    views = ablations.views(frame, experiment)
     notes: list[str] = []
+    views = ablations.views(frame, experiment, None if skipped is None else notes)
     units = as_units(items)
-    generic = all_tables(frame, experiment, published, notes if views else None, units)
+    keep = notes if views or skipped is not None else None
+    generic = all_tables(frame, experiment, published, keep, units)
     if comparison.applies(frame, reference, experiment):
         try:
             table = comparison.comparison_table(frame, units, reference, experiment)
             if table.values.size:
                 generic.append(table)
         except AmbiguousCellError as exc:
-            if not views:
+            if keep is None:
                 raise
             notes.append(str(exc))
     if skipped is not None:
         skipped.extend(notes)
     return views + generic
+
+
+def speedup(frame: pd.DataFrame, experiment: str | list[str] | None) -> Table | None:
+    """The inference speed-up table of ``experiment``'s rows (None without inference rows);
+    a user's own runs are split into setting groups, a published experiment's refused
+    (:class:`AmbiguousCellError`)."""
+    return inference.speedup_table(select(frame, experiment), split=not strict(experiment))
+
+
+def refusal_lines(refused: list[str], views: bool) -> list[str]:
+    """What was not rendered: one line per refused table (``"<table> not rendered: <why>"``,
+    from the ``"<table>: <why>"`` reasons :func:`experiment_tables` collects), or, when an
+    ablation view was rendered (``views``), one line naming the generic tables its sweep
+    makes ambiguous (the views show every point)."""
+    if views and refused:
+        names = ", ".join(reason.split(":", 1)[0] for reason in refused)
+        return [
+            f"not rendered: {names}; their cells would hold several points of the sweep, "
+            f"which the ablation views show (first: {refused[0].split('; render')[0]})"
+        ]
+    lines = []
+    for reason in refused:
+        name, _, why = reason.partition(": ")
+        lines.append(f"{name} not rendered: {why}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -118,13 +174,23 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=None, help="default: <results dir>/tables")
     add_experiment_option(parser)
     parser.add_argument("--published", type=Path, default=PUBLISHED)
-    parser.add_argument("--only", nargs="+", default=None, help="print only these tables")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help=f"print only these tables: {', '.join(TABLE_NAMES)}"
+    )
     parser.add_argument(
         "--reference",
         default=comparison.REFERENCE,
         help="the method paired_comparison compares with the others (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    unknown = [n for n in args.only or [] if not known_table(n)]
+    if unknown:
+        print(
+            f"[tables] error: unknown table {', '.join(map(repr, unknown))} in --only; "
+            f"known: {', '.join(TABLE_NAMES)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     out = args.out or default_results_dir() / "tables"
     frame = load(args.results)
     args.experiment = chosen(args.experiment)
@@ -135,35 +201,40 @@ def main(argv: list[str] | None = None) -> list[Path]:
             file=sys.stderr,
         )
         sys.exit(2)
-    skipped: list[str] = []
+
+    def wanted(name: str) -> bool:
+        return args.only is None or name in args.only
+
+    refused: list[str] = []
+    tables = experiment_tables(
+        frame,
+        args.experiment,
+        load_published(args.published),
+        refused,
+        load_items(args.results),
+        args.reference,
+    )
     try:
-        tables = experiment_tables(
-            frame,
-            args.experiment,
-            load_published(args.published),
-            skipped,
-            load_items(args.results),
-            args.reference,
-        )
+        speed = speedup(frame, args.experiment)
     except AmbiguousCellError as exc:
-        print(f"[tables] error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if args.only:
-        tables = [t for t in tables if t.name in args.only]
+        speed = None
+        refused.append(str(exc))
+    tables += [speed] if speed is not None else []
+    tables = [t for t in tables if wanted(t.name)]
+    refused = [r for r in refused if wanted(r.split(":", 1)[0])]
     paths = render(tables, out)
     for t in tables:
         print(t.to_markdown())
-    try:
-        paths += inference.render_tables(select(frame, args.experiment), out)
-    except AmbiguousCellError as exc:
-        print(f"[tables] inference_speedup not rendered: {exc}")
-    if skipped:
-        names = ", ".join(reason.split(":", 1)[0] for reason in skipped)
-        print(
-            f"[tables] not rendered: {names}; their cells would hold several points of the "
-            f"sweep, which the ablation views show (first: {skipped[0].split('; render')[0]})"
-        )
+    views = any(ablations.is_view(t.name) for t in tables)
+    for line in refusal_lines(refused, views):
+        print(f"[tables] {line}")
+    shown = {t.name for t in tables} | {r.split(":", 1)[0] for r in refused}
+    for name in [n for n in args.only or [] if n not in shown]:
+        print(f"[tables] {name}: nothing to show (no rows of it in this selection)")
     print(f"[tables] wrote {len(paths)} files to {out}")
+    if refused and not tables:
+        print("[tables] error: every table was refused", file=sys.stderr)
+        sys.exit(2)
     return paths
 
 

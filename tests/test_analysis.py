@@ -106,6 +106,7 @@ def _write_run(
     calib=None,
     experiment="synthetic",
     windows=8,
+    max_windows=None,
     n_attn=None,
     ci=None,
     stderr=None,
@@ -114,7 +115,8 @@ def _write_run(
 ):
     """One run's file, membership (and plan); its per-unit outcomes as well: ``window_nll``
     ({dataset: NLLs}, default :func:`_window_nll`) in each perplexity row, and an items file
-    of its documents (``documents``: item rows, default :func:`_documents` per task)."""
+    of its documents (``documents``: item rows, default :func:`_documents` per task).
+    ``max_windows``: recorded as ``eval.max_windows`` in the perplexity rows when given."""
     chash = chash or f"{model}-{protocol}-{method}-{sparsity}"
     achieved = OVERSHOOT.get(method) or sparsity
     record = RunRecord(
@@ -151,6 +153,7 @@ def _write_run(
                 "windows": windows,
                 "tokens": 8 * windows,
                 "window_nll": window_nll.get(d) or _window_nll(method, v, windows),
+                **({} if max_windows is None else {"max_windows": max_windows}),
             },
             ci_low=ci.get(d, (None, None))[0],
             ci_high=ci.get(d, (None, None))[1],
@@ -319,6 +322,8 @@ def test_table1_renders_both_protocols_as_row_groups(results_dir):
 
 
 def test_a_table_refuses_a_cell_holding_two_configurations(results_dir):
+    # a published experiment (conf/experiment/table1.yaml) is a reproduction: ambiguity is an
+    # error there (a user's own runs are split instead: tests/test_tables_adhoc.py)
     for alpha, ppl in ((1.5, 8.0), (2.0, 9.5)):
         _write_run(
             results_dir,
@@ -329,29 +334,32 @@ def test_a_table_refuses_a_cell_holding_two_configurations(results_dir):
             {"ppl": {"wikitext2": ppl}},
             chash=f"alpha{alpha}",
             params={"alpha": alpha, "n_calib_stage1": 32},
+            experiment="table1",
         )
     frame = _merged(results_dir)
     with pytest.raises(tables.AmbiguousCellError) as err:
-        tables.perplexity_table(frame, experiment="synthetic")
+        tables.perplexity_table(frame, experiment="table1")
     message = str(err.value)
     assert "table1_ppl: cell (stories260k, paper, twossp, 37.5%, ppl/wikitext2)" in message
     assert "holds 2 configurations that differ in method.alpha (1.5, 2.0)" in message
     assert "n_calib_stage1" not in message and "ablation view" in message
     with pytest.raises(tables.AmbiguousCellError, match="pruning_time: cell"):
-        tables.time_table(frame)
+        tables.time_table(frame, experiment="table1")
+    with pytest.raises(tables.AmbiguousCellError, match="pruning_time: cell"):
+        tables.time_table(frame, split=False)  # every row, asked to refuse
 
 
 def test_plots_refuse_an_ambiguous_point_outside_an_ablation(results_dir):
     for stage2 in (1, 2):
         _write_run(
             results_dir, "m_a", "twossp", 0.5, DAY2, {"ppl": {"wikitext2": 8.0}},
-            chash=f"stage2-{stage2}", params={"n_calib_stage2": stage2},
+            chash=f"stage2-{stage2}", params={"n_calib_stage2": stage2}, experiment="table1",
         )  # fmt: skip
     frame = _merged(results_dir)
     with pytest.raises(tables.AmbiguousCellError, match=r"method.n_calib_stage2 \(1, 2\)"):
-        plots.all_plots(frame, results_dir / "plots", "synthetic")
+        plots.all_plots(frame, results_dir / "plots", "table1")
     with pytest.raises(tables.AmbiguousCellError, match="table1_ppl: cell"):
-        tables.experiment_tables(frame, "synthetic")
+        tables.experiment_tables(frame, "table1")
 
 
 def test_achieved_sparsity_table_has_three_decimals_per_protocol(results_dir):
@@ -585,10 +593,15 @@ def test_tables_and_plots_cli_render_the_ablation_views(tmp_path, capsys):
         pngs = plots.main([*args, str(tmp_path / "p" / name)])
         assert [p.name for p in pngs] == [f"{name}_m_paper.png"]
         assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(SystemExit) as stop:  # everything at once: the cells are ambiguous
-        tables.main(["--results", str(merged), "--out", str(tmp_path / "t" / "all")])
-    assert stop.value.code == 2
-    assert "holds" in capsys.readouterr().err
+    # everything at once (a user's view of every row): the generic tables split the two
+    # sweeps into setting groups; the views, whose cells now mix the sweeps, are named
+    paths = tables.main(["--results", str(merged), "--out", str(tmp_path / "t" / "all")])
+    printed = capsys.readouterr().out
+    assert "table1_ppl" in {p.stem for p in paths}
+    assert "| m | paper | method.alpha=1.0, method.n_calib_stage1=32, calib.seed=0 | twossp |" in (
+        printed
+    )
+    assert "[tables] ablation_alpha not rendered: cell (m, paper, 50%, 1.5, ppl/" in printed
 
 
 # --- runs of one configuration that evaluated different things -----------------------------
@@ -631,9 +644,9 @@ def test_one_metric_under_two_evaluation_settings_is_still_refused(tmp_path):
     root = tmp_path / "r"
     for windows, chash in ((2, "w2"), (8, "w8")):
         _write_run(root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 8.0}}, chash=chash,
-                   windows=windows)  # fmt: skip
+                   windows=windows, experiment="table1")  # fmt: skip
     with pytest.raises(tables.AmbiguousCellError) as err:
-        tables.perplexity_table(_merged(root))
+        tables.perplexity_table(_merged(root), experiment="table1")
     assert "holds 2 configurations that differ in variant.windows (2, 8)" in str(err.value)
     assert "tokens" not in str(err.value)  # a measurement, not a setting
     assert "different evaluation settings" in str(err.value)
@@ -1027,7 +1040,15 @@ def test_tables_cli_reads_several_experiments_together(tmp_path, capsys):
     assert "| twossp | 32 |" not in capsys.readouterr().out
     both = ["--experiment", "seeds", "--experiment", "seeds_big"]
     pngs = plots.main(["--results", str(merged), "--out", str(tmp_path / "p"), *both])
-    assert [p.name for p in pngs] == ["calibration_draws_m_paper.png", "ablation_calib_m_paper.png"]
+    assert [p.name for p in pngs[:2]] == [
+        "calibration_draws_m_paper.png",
+        "ablation_calib_m_paper.png",
+    ]
+    # not published experiments: the generic plots too, one per calibration draw and budget
+    assert {p.name for p in pngs[2:]} >= {
+        "ppl_vs_sparsity_m_paper_calib.seed-0-calib.windows-4.png",
+        "ppl_vs_sparsity_m_paper_calib.seed-0-calib.windows-32.png",
+    }
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
