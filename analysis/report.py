@@ -37,6 +37,7 @@ from analysis.plots import all_plots
 from analysis.published import load_published
 from analysis.render import Table
 from analysis.tables import experiment_tables
+from analysis.tables import speedup as speedup_table
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def page_tables(
         frame, experiments, load_published(), refused, items=items, reference=reference
     )
     try:
-        speedup = inference.speedup_table(select(frame, experiments))
+        speedup = speedup_table(frame, experiments)
     except AmbiguousCellError as exc:
         refused.append(f"inference_speedup: {exc}")
         speedup = None
