@@ -319,3 +319,13 @@ def test_the_command_line_refuses_them_with_exit_2(tmp_path, args):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len([x for x in out.stderr.splitlines() if x.strip()]) == 1, out.stderr
     assert "prune: " not in out.stdout and "load: " not in out.stdout
+
+
+def test_a_folder_with_only_gguf_weights_names_the_file_to_set(tmp_path):
+    from twossp.model_source import Source, check_weights
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(FileNotFoundError, match=r"only GGUF weights .*set model.gguf_file="):
+        check_weights(Source(str(tmp_path)))
+    check_weights(Source(str(tmp_path), gguf_file="model.Q4.gguf"))  # named: fine
