@@ -16,8 +16,8 @@ from twossp.evaluation.downstream import (
     Z95,
     DownstreamSpec,
     accuracy_interval,
-    lm_eval_record,
     document_ids,
+    lm_eval_record,
     save_lm_eval_json,
     spec_from_dict,
     to_metrics,
@@ -265,7 +265,7 @@ def test_stories260k_on_local_stock_tasks_offline(stories):
     }
     for m in rows.values():
         assert 0.0 <= m.value <= 1.0
-        assert m.variant["source"] == f"local:{TASKS}"
+        assert m.variant["source"] == f"local:{TASKS.name}"  # no path of this machine
         assert m.variant["num_fewshot"] == 0 and m.variant["limit"] == 2
         assert 0.0 <= m.variant["stderr"] <= 1.0  # computed because limit subsamples
     assert rows[("acc", "arc_easy")].variant["task_version"] == "1.0"

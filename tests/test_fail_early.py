@@ -44,6 +44,12 @@ def _bad_file(tmp_path, name: str, content: bytes) -> str:
 CASES = {
     "seqlen": (["eval.seqlen=1"], ValueError, "eval.seqlen must be >= 2"),
     "max_windows": (["eval.max_windows=0"], ValueError, "eval.max_windows must be >= 1"),
+    "window_sample": (["eval.window_sample=random"], ValueError, "one of spread, first"),
+    "document_sample": (
+        ["eval=downstream", "eval.downstream.sample=head"],
+        ValueError,
+        "downstream.sample must be one of random, first",
+    ),
     "batch_size": (["eval.batch_size=lots"], ValueError, "batch_size must be a positive"),
     "calib_n": (["calib.n_samples=0"], ValueError, "calib.n_samples=0"),
     "sparsity": (["sparsity=1.2"], ValueError, r"\(0, 1\)"),

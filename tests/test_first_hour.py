@@ -3,7 +3,7 @@
 The cases of issue 17 (items 4 to 6) a user meets first: a missing device, Ctrl-C, a SLURM
 launcher off a cluster, ``python -m twossp.export --model <key>``, settings that are not
 numbers; each metric printed once and no progress bars in redirected output; saved folders
-that honour the umask and a tokenizer that loads as README shows; the ``threads`` setting.
+that honour the umask and a tokenizer that loads as docs/pruned-models.md shows; ``threads``.
 The command line's functions are called in-process; one subprocess sends a real SIGINT.
 """
 
@@ -264,7 +264,7 @@ def test_progress_bars_off_silences_bars_that_libraries_force_on():
         assert "3/3" in drawn()
 
 
-# -- 6. shareable folders, the tokenizer as README shows, threads ---------------------------
+# -- 6. shareable folders, the tokenizer as the manual shows, threads ---------------------------
 
 
 @pytest.fixture
@@ -291,7 +291,7 @@ def test_saved_models_and_result_files_honour_the_umask(tmp_path, umask_002):
     assert oct(path.stat().st_mode & 0o777) == "0o664"
 
 
-def test_a_custom_code_folder_loads_as_readme_shows_without_prompt_or_warning(
+def test_a_custom_code_folder_loads_as_the_manual_shows_without_prompt_or_warning(
     tmp_path, monkeypatch, capsys
 ):
     import transformers
@@ -302,8 +302,8 @@ def test_a_custom_code_folder_loads_as_readme_shows_without_prompt_or_warning(
     model, tokenizer = load_model(ModelSpec(str(STORIES), device="cpu"))
     apply_plan(model, PrunePlan(attention=[1]))
     folder = save_pruned(model, tmp_path / "custom", tokenizer)
-    readme = (ROOT / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "AutoTokenizer" in b]
+    page = (ROOT / "docs" / "pruned-models.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "AutoTokenizer" in b]
     code = block.replace("results/models/<hash>", str(folder))
     loading, _, generating = code.partition("out = ")
     prompts = []
@@ -318,7 +318,7 @@ def test_a_custom_code_folder_loads_as_readme_shows_without_prompt_or_warning(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             scope: dict = {}
-            exec(loading, scope)  # the README's lines, as a user pastes them
+            exec(loading, scope)  # the manual's lines, as a user pastes them
     finally:
         library.removeHandler(handler)
         transformers.logging.set_verbosity(level)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from twossp import locks
 from twossp import sparsity as sp
 from twossp.calibration_windows import as_reading, windows_read, with_fewer_windows
 from twossp.data import CalibrationSpec, calibration_samples, token_stream
@@ -33,9 +34,11 @@ from twossp.evaluation.runtime import (
     resolve_batch_size,
     track_peak_memory,
 )
+from twossp.io import check_writable
 from twossp.items import items_path, window_items, write_items
 from twossp.methods import PruneContext, PruningMethod
 from twossp.modeling import check_model, load_model, load_tokenizer, save_pruned
+from twossp.progress import Stages
 from twossp.results import (
     CorruptRunError,
     Metric,
@@ -57,10 +60,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOutcome:
-    status: str  # "done" or "skipped" (the result file existed)
+    # "done", "skipped" (the result file existed) or "busy" (an identical run holds the
+    # lock and on_busy is "skip": ``holder`` names it)
+    status: str
     path: Path
     frame: object = None
     plan: object = None
+    holder: object = None
 
 
 @dataclass
@@ -170,32 +176,88 @@ def finished(path: Path) -> bool:
     return True
 
 
-def run(spec: RunSpec, tracker=None) -> RunOutcome:
-    """Run one configuration end to end (or skip it if its result file exists)."""
+def folders_written(spec: RunSpec, tracker=None) -> list[tuple[str, Path, str]]:
+    """Every folder a run writes: ``(what, folder, the setting that moves it)``."""
+    results = Path(spec.results_dir)
+    where = "paths.results_dir"
+    folders = [
+        ("run files", run_path(results, spec.config_hash).parent, where),
+        ("plans", plan_path(results, spec.config_hash).parent, where),
+        ("per-unit outcomes", items_path(results, spec.config_hash).parent, where),
+        ("run locks", locks.lock_path(results, spec.config_hash).parent, where),
+        ("experiment members", results / "experiments", where),
+    ]
+    if tracker is not None:
+        folders.append(("tracker marks", _mirror_marker(spec).parent, where))
+        tracker_dir = getattr(getattr(tracker, "settings", None), "dir", None)
+        if tracker_dir:
+            folders.append(("W&B runs", Path(tracker_dir), "logger.dir"))
+    if spec.save_model_dir is not None:
+        folders.append(("pruned models", Path(spec.save_model_dir).parent, "paths.models_dir"))
+    return folders
+
+
+def run(spec: RunSpec, tracker=None, on_busy: str = "wait") -> RunOutcome:
+    """Run one configuration end to end (or skip it if its result file exists).
+
+    Every folder it writes is checked first. The run then holds its configuration's lock
+    (:mod:`twossp.locks`): an identical run in progress elsewhere is waited for
+    (``on_busy="wait"``; when it finishes, this one skips as finished) or returned as
+    ``"busy"`` at once (``on_busy="skip"``).
+    """
+    locks.check_on_busy(on_busy)
     path = run_path(spec.results_dir, spec.config_hash)
+    check_writable(folders_written(spec, tracker))
     add_members(spec.results_dir, spec.experiment, [spec.config_hash])
     if tracker is not None:
         tracker.check()
     if not spec.force and finished(path):
-        log.info("skipping finished run %s (%s)", spec.config_hash, path)
-        if tracker is not None and not mirrored(spec):
-            mirror(spec, tracker, read_run(path))  # a mirror that failed before gets a retry
-        if spec.save_model_dir is not None and not Path(spec.save_model_dir).exists():
-            save_finished(spec)
-        return RunOutcome("skipped", path)
+        return _skip_finished(spec, tracker, path)
+    lock, waited = locks.take(spec.results_dir, spec.config_hash, on_busy)
+    if isinstance(lock, locks.Holder):
+        return RunOutcome("busy", path, holder=lock)
+    try:
+        if waited and not spec.force and finished(path):
+            return _skip_finished(spec, tracker, path)
+        return _compute(spec, tracker, path)
+    finally:
+        lock.release()
+
+
+def _skip_finished(spec: RunSpec, tracker, path: Path) -> RunOutcome:
+    log.info("skipping finished run %s (%s)", spec.config_hash, path)
+    if tracker is not None and not mirrored(spec):
+        mirror(spec, tracker, read_run(path))  # not mirrored yet (or it failed): once now
+    if spec.save_model_dir is not None and not Path(spec.save_model_dir).exists():
+        save_finished(spec)
+    return RunOutcome("skipped", path)
+
+
+def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
+    """Prepare, load, prune, evaluate and write (holding the configuration's lock)."""
+    stages = Stages(logger=log)
+    stages.start("prepare", "settings, model config, data and the budget, before the weights")
     use_threads(spec.threads)  # before tokenizing and pruning
     ready = prepare(spec)
     torch.manual_seed(spec.seed)
+    stages.start("load", f"the weights of {spec.model_key}")
     model, _ = load_model(spec.model, with_tokenizer=False)
     before = sp.count(model)
     method = ready.method
     ctx = PruneContext(ready.target, ready.calibration, spec.seed, spec.progress)
+    stages.start("prune", _prune_detail(method, ready.target))
     start = time.perf_counter()
     with track_peak_memory() as prune_peak:
         plan = method.prune(model, ctx)
     prune_seconds = time.perf_counter() - start
     after = sp.count(model)
     achieved = sp.measure(before, after)
+    if method.uses_sparsity and after.blocks >= before.blocks:  # method.check should catch it
+        raise sp.UnreachableSparsityError(
+            f"{method.name} at sparsity {ready.target} left the decoder blocks with "
+            f"{after.blocks} parameters, no fewer than {before.blocks}; nothing recorded: "
+            "use a higher target"
+        )
     plan.save(plan_path(spec.results_dir, spec.config_hash))
     log.debug(  # the command line's summary prints these (each metric once)
         "%s: target %.4f achieved %.4f (%d -> %d params) in %.2fs",
@@ -206,19 +268,40 @@ def run(spec: RunSpec, tracker=None) -> RunOutcome:
         after.total,
         prune_seconds,
     )
+    stages.start("evaluate", _eval_detail(spec, ready))
     with track_peak_memory() as eval_peak:
         metrics, items = evaluate(model, ready, spec)
     metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
     # After the eval phase's peak is read: the prefill's own peak resets CUDA's counter.
     metrics.extend(inference_metrics(model, ready, spec))
     frame = to_frame(_record(spec, method, ready, before, after, achieved, prune_seconds), metrics)
+    stages.start("write", str(path))
     write_items(items, items_path(spec.results_dir, spec.config_hash), spec.config_hash)
     write_run(frame, path)  # last: the run file marks the run finished
     if spec.save_model_dir is not None:
         save_pruned(model, spec.save_model_dir, ready.tokenizer)
     if tracker is not None:
         mirror(spec, tracker, frame)
+    stages.end()
     return RunOutcome("done", path, frame, plan)
+
+
+def _prune_detail(method: PruningMethod, target: float) -> str:
+    return f"{method.name} to sparsity {target:g}" if method.uses_sparsity else method.name
+
+
+def _eval_detail(spec: RunSpec, ready: Prepared) -> str:
+    parts = []
+    if spec.eval.datasets:
+        n = spec.eval.max_windows
+        cap = "every window" if n is None else f"at most {n} window{'s' if n > 1 else ''}"
+        names = ", ".join(ds.name for ds in spec.eval.datasets)
+        parts.append(f"perplexity on {names} ({cap} of {ready.eval_seqlen} tokens)")
+    if spec.eval.downstream is not None:
+        parts.append(f"tasks {', '.join(spec.eval.downstream.tasks)}")
+    if spec.eval.inference is not None:
+        parts.append("inference costs")
+    return "; ".join(parts)
 
 
 def _mirror_marker(spec: RunSpec) -> Path:
@@ -278,7 +361,7 @@ def _record(spec, method, ready, before, after, achieved, prune_seconds) -> RunR
     if ready.calib is not None:
         calib = {
             "dataset": ready.calib.dataset.name,
-            "source": ready.calib.dataset.source(),
+            "source": ready.calib.dataset.recorded_source(),
             "n_samples": ready.calib.n_samples,
             "seqlen": ready.calib.seqlen,
             "seed": ready.calib.seed,

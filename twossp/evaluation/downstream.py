@@ -109,7 +109,9 @@ class DownstreamSpec:
 
     @property
     def source(self) -> str:
-        return f"local:{self.local_dir}" if self.local_dir else "hub"
+        """Where the task data came from, as a record keeps it (a local folder by its name:
+        no path of this machine)."""
+        return f"local:{Path(self.local_dir).name}" if self.local_dir else "hub"
 
     def limit_of(self, task: str) -> int | float | None:
         """The document limit of ``task`` (per member for a group)."""
