@@ -96,11 +96,17 @@ class ModelNotFoundError(FileNotFoundError):
 def check_model(spec: ModelSpec):
     """Read only the config and fail early on a missing path, a folder without weights or
     an unsupported architecture."""
-    check_weights(spec.source())
+    try:  # named after the architecture: an unsupported family is the first thing to know
+        check_weights(spec.source())
+        no_weights = None
+    except FileNotFoundError as exc:
+        no_weights = exc
     source = config_source(spec.source(), spec.cache_dir)
     pruned = _pruned_folder(source)
     if pruned is not None:
         adapter_class(pruned[0].model_type)
+        if no_weights is not None:
+            raise no_weights
         return pruned[0]
     try:
         config = AutoConfig.from_pretrained(
@@ -110,6 +116,8 @@ def check_model(spec: ModelSpec):
             **({"gguf_file": source.gguf_file} if source.gguf_file else {}),
         )
     except OSError as exc:
+        if no_weights is not None:
+            raise no_weights from None
         hub = "is disabled (HF_HUB_OFFLINE is set)" if hub_offline() else "did not serve it"
         instead = ""
         if source.path != spec.name_or_path:  # the local folder was absent: its hub fallback
@@ -121,6 +129,8 @@ def check_model(spec: ModelSpec):
             "is reachable (gated models also need HF_TOKEN)."
         ) from exc
     adapter_class(config.model_type)
+    if no_weights is not None:
+        raise no_weights
     return config
 
 
