@@ -39,7 +39,10 @@ def available() -> bool:
 def _spec(method: str, sparsity: float, cfg: BenchConfig, overrides: tuple[str, ...] = ()):
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import to_run_spec  # importing it registers resolvers and schemas
+    from twossp.config import register_method_schemas, register_resolvers, to_run_spec
+
+    register_resolvers()
+    register_method_schemas()
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         config = compose(

@@ -23,17 +23,8 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# The config -> RunSpec conversion lives in the package (the sweeper uses it too); its names
-# are re-exported here for the tools and tests that import them from this script.
-from twossp.config import (  # noqa: F401
-    _inference,
-    model_keys,
-    model_spec,
-    model_spec_of_key,
-    register_method_schemas,
-    register_resolvers,
-    to_run_spec,
-)
+# The config -> RunSpec conversion lives in the package (the sweeper uses it too).
+from twossp.config import register_method_schemas, register_resolvers, to_run_spec
 from twossp.logs import exit_on_interrupt, exit_on_user_error
 
 if TYPE_CHECKING:

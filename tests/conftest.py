@@ -43,9 +43,10 @@ def compose_config(*overrides: str, hydra_cfg: bool = False):
     """The composed Hydra config of ``overrides``, as the command line would compose it."""
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import register_resolvers
+    from twossp.config import register_method_schemas, register_resolvers
 
     register_resolvers()
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg
@@ -54,7 +55,7 @@ def compose_config(*overrides: str, hydra_cfg: bool = False):
 
 def run_spec(*overrides: str, device_hint: str | None = None):
     """The typed RunSpec of ``overrides`` (what ``experiments/run.py`` would run)."""
-    from experiments.run import to_run_spec
+    from twossp.config import to_run_spec
 
     return to_run_spec(compose_config(*overrides), device_hint)
 

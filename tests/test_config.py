@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.run import to_run_spec
 from tests.conftest import compose_config
+from twossp.config import to_run_spec
 from twossp.methods import METHODS, UnknownMethodError, build_method, method_class
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.run import to_run_spec
 from tests.test_config import _compose
+from twossp.config import to_run_spec
 from twossp.data import TextDataset, _read_hub
 
 

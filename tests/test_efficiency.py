@@ -256,10 +256,12 @@ def test_bench_quick_run_writes_report(tmp_path):
 def test_eval_batch_size_auto_reaches_the_run_spec():
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import register_resolvers, to_run_spec
     from tests.conftest import ROOT
+    from twossp.config import register_method_schemas, register_resolvers, to_run_spec
 
     register_resolvers()
+
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         auto = to_run_spec(compose("config", overrides=["eval.batch_size=auto"]))
         fixed = to_run_spec(compose("config", overrides=["eval.batch_size=4"]))

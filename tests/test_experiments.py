@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.run import to_run_spec
 from tests.conftest import compose_config, needs_shared
+from twossp.config import to_run_spec
 from twossp.methods import METHODS
 from twossp.methods.registry import method_names
 from twossp.results import lm_eval_path

@@ -4,8 +4,9 @@ The default configuration as a user runs it (`python experiments/run.py method=d
 `method=twossp sparsity=0.375`, `protocol=paper`): calibration from the first 1,000 C4 train
 documents in file order (256 windows of 512 tokens, the model's context; 2SSP reads the first
 32 and scores the first one in stage 2), perplexity on the first 32 windows of 512 tokens of
-each corpus (`eval.max_windows=32 eval.window_sample=first`, to keep CI fast; the uncapped streams give dense 120.385 /
-53.652 / 126.778 and 2SSP 226.720 / 126.475 / 198.777, README). A change that picks other
+each corpus (`eval.max_windows=32 eval.window_sample=first`, to keep CI fast; the uncapped
+streams give dense 120.385 / 53.652 / 126.778 and 2SSP 226.720 / 126.475 / 198.777, measured
+in an earlier round, docs/archive). A change that picks other
 neurons or blocks, tokenizes other streams or scores differently fails here. The values were
 measured by this harness (CPU, float32, torch 2.13, transformers 5.24); the tolerance allows
 for float32 reduction order across machines, not for a different choice.

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers
 from tests.conftest import needs_shared
+from twossp.config import register_method_schemas, register_resolvers
 from twossp.results import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,7 @@ def _sweeper_imports():
 
 def test_search_config_composes():
     register_resolvers()
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "config", overrides=[SEARCH, "hydra/sweeper=optuna"], return_hydra_config=True

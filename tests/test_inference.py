@@ -122,8 +122,8 @@ def test_first_window_reads_the_first_corpus_or_seeded_tokens():
 
 
 def test_published_overlays_switch_it_on_and_the_demo_leaves_it_off():
-    from experiments.run import _inference
     from tests.conftest import compose_config
+    from twossp.config import _inference
 
     for experiment in ("table1", "cpu_smollm2", "table2_downstream", "pruning_time"):
         assert _inference(compose_config(f"experiment={experiment}").eval) is not None

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.run import register_resolvers
 from tests.conftest import needs_shared
+from twossp.config import register_method_schemas, register_resolvers
 from twossp.results import COLUMNS, read_runs, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +24,7 @@ def test_launcher_configs_compose(launcher, monkeypatch):
     monkeypatch.setenv("TWOSSP_SLURM_PARTITION", "gpu-a100")
     monkeypatch.setenv("TWOSSP_SLURM_MEM_GB", "128")
     register_resolvers()
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     conf = cfg.hydra.launcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,16 +76,34 @@ def read_wandb_log(path: Path) -> list:
     return records
 
 
+def _closed_run(path, timeout: float = 60.0) -> list:
+    """The run file's records once W&B's service has written its exit record: on a loaded
+    machine it may still be writing when ``run.finish()`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_log(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no exit record after {timeout} s")
+        time.sleep(0.5)
+
+
 def _summary(records) -> dict:
     """Summary as W&B rebuilds it: later records win. An update names its key either as
     ``key`` or as a one-element ``nested_key``; which records carry which depends on
     timing inside W&B's service, so both spellings are read."""
     out = {}
     for r in records:
-        if r.WhichOneof("record_type") == "summary":
-            for i in r.summary.update:
-                key = i.key or ".".join(i.nested_key)
-                out[key] = json.loads(i.value_json)
+        kind = r.WhichOneof("record_type")
+        # a logged step carries the same values; under load W&B's service may write the
+        # summary only when the run closes, after this file is read, so steps count too
+        items = (
+            r.history.item if kind == "history" else r.summary.update if kind == "summary" else []
+        )
+        for i in items:
+            key = i.key or ".".join(i.nested_key)
+            out[key] = json.loads(i.value_json)
     return out
 
 
@@ -108,7 +127,7 @@ def test_offline_run_writes_metrics_config_and_table(offline):
 
     runs = list((offline / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and tracker.run_dir == runs[0]
-    records = read_wandb_log(next(runs[0].glob("run-*.wandb")))
+    records = _closed_run(next(runs[0].glob("run-*.wandb")))
     summary = _summary(records)
     assert summary["ppl/wikitext2"] == 12.5
     assert summary["acc/arc_easy"] == 0.3 and summary["acc_norm/arc_easy"] == 0.35
@@ -151,9 +170,12 @@ def test_logger_config_composes_to_a_tracker(offline):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from experiments.run import make_tracker, register_resolvers, to_run_spec
+    from experiments.run import make_tracker
+    from twossp.config import register_method_schemas, register_resolvers, to_run_spec
 
     register_resolvers()
+
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["logger=wandb", "experiment_name=sweep1"])
     tracker = make_tracker(cfg, to_run_spec(cfg))
@@ -167,10 +189,12 @@ def test_logger_config_composes_to_a_tracker(offline):
 def test_pipeline_calls_the_tracker_after_the_parquet_is_written(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import register_resolvers, to_run_spec
+    from twossp.config import register_method_schemas, register_resolvers, to_run_spec
     from twossp.pipeline import run
 
     register_resolvers()
+
+    register_method_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="config",

@@ -8,7 +8,7 @@ prune, evaluate and write the run's file. A run whose result file exists (and re
 skipped unless ``force`` is set, so an interrupted sweep resumes where it stopped.
 
 What a run is and what its config hash covers (:class:`RunSpec`) lives in
-:mod:`twossp.run_spec`, which the sweeper imports too; the names are re-exported here.
+:mod:`twossp.run_spec`, which the sweeper imports too.
 """
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ from twossp.results import (
     to_frame,
     write_run,
 )
-
-# Re-exported: callers and tests import the run's spec from here too.
-from twossp.run_spec import EvalSpec, RunSpec  # noqa: F401
+from twossp.run_spec import EvalSpec, RunSpec
 
 log = logging.getLogger(__name__)
 
