@@ -20,9 +20,6 @@ was refused, or when ``--only`` names a table that does not exist (:data:`TABLE_
     python -m analysis.tables [--results results/results.parquet] [--out results/tables]
                               [--experiment cpu_demo ...] [--only table1_ppl ...]
                               [--reference twossp]
-
-The names other code imports from here (the builders, :class:`Table`, the orders) are
-re-exported from the modules that define them.
 """
 
 from __future__ import annotations
@@ -36,49 +33,13 @@ import pandas as pd
 
 from analysis import ablations, comparison, draws, inference
 from analysis.builders import (
-    achieved_table,
     all_tables,
-    downstream_table,
-    perplexity_table,
-    time_table,
 )
-from analysis.captions import SMOKE_TEST_MODELS
 from analysis.cells import AmbiguousCellError, add_experiment_option, chosen, select, strict
 from analysis.collect import EXPERIMENTS, default_results_dir, load, load_items
-from analysis.order import (
-    METHOD_ORDER,
-    MODEL_ORDER,
-    PPL_DATASETS,
-    PROTOCOL_ORDER,
-    TASKS,
-)
-from analysis.published import PUBLISHED, PUBLISHED_COLUMNS, load_published
+from analysis.published import PUBLISHED, load_published
 from analysis.render import Table, render
 from analysis.verdicts import as_units
-
-__all__ = [
-    "METHOD_ORDER",
-    "MODEL_ORDER",
-    "PPL_DATASETS",
-    "PROTOCOL_ORDER",
-    "PUBLISHED",
-    "PUBLISHED_COLUMNS",
-    "SMOKE_TEST_MODELS",
-    "TASKS",
-    "AmbiguousCellError",
-    "Table",
-    "achieved_table",
-    "all_tables",
-    "downstream_table",
-    "experiment_tables",
-    "load_published",
-    "main",
-    "perplexity_table",
-    "refusal_lines",
-    "render",
-    "speedup",
-    "time_table",
-]
 
 # Every table the command can write (``ablation_alpha_<dataset>``: one per perplexity dataset).
 TABLE_NAMES = (

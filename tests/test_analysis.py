@@ -22,14 +22,19 @@ import pytest
 
 from analysis import (
     ablations,
+    builders,
     captions,
+    cells,
     collect,
     comparison,
     draws,
     intervals,
     notebook,
+    order,
     paired,
     plots,
+    published,
+    render,
     tables,
 )
 from tests.conftest import needs_shared
@@ -287,7 +292,7 @@ def test_collect_merges_the_kept_runs_items_beside_the_merged_file(results_dir, 
 
 
 def test_perplexity_table_bolds_the_best_pruned_value_per_column(results_dir):
-    md = tables.perplexity_table(_merged(results_dir)).to_markdown()
+    md = builders.perplexity_table(_merged(results_dir)).to_markdown()
     assert "| model | protocol | method | 25% wikitext2 | 25% c4 | 37.5% wikitext2 |" in md
     assert "| m_a | paper | twossp | **8.00** | 11.00 | **10.00** | 14.00 |" in md
     assert "| m_a | paper | shortgpt | 9.00 | **10.50** | 12.00 | **13.00** |" in md
@@ -301,7 +306,7 @@ def test_table1_renders_both_protocols_as_row_groups(results_dir):
     for key, ppl in PPL.items():  # matched: shortgpt wins wikitext2 at 25%
         shifted = {d: v + (3.0 if key[1] == "twossp" else 0.0) for d, v in ppl.items()}
         _write_run(results_dir, *key, DAY2, {"ppl": shifted}, protocol="matched")
-    t = tables.perplexity_table(_merged(results_dir))
+    t = builders.perplexity_table(_merged(results_dir))
     md = t.to_markdown()
     rows = [line for line in md.splitlines() if line.startswith("| m_a |")]
     assert [r.split(" | ")[1:3] for r in rows] == [
@@ -337,16 +342,16 @@ def test_a_table_refuses_a_cell_holding_two_configurations(results_dir):
             experiment="table1",
         )
     frame = _merged(results_dir)
-    with pytest.raises(tables.AmbiguousCellError) as err:
-        tables.perplexity_table(frame, experiment="table1")
+    with pytest.raises(cells.AmbiguousCellError) as err:
+        builders.perplexity_table(frame, experiment="table1")
     message = str(err.value)
     assert "table1_ppl: cell (stories260k, paper, twossp, 37.5%, ppl/wikitext2)" in message
     assert "holds 2 configurations that differ in method.alpha (1.5, 2.0)" in message
     assert "n_calib_stage1" not in message and "ablation view" in message
-    with pytest.raises(tables.AmbiguousCellError, match="pruning_time: cell"):
-        tables.time_table(frame, experiment="table1")
-    with pytest.raises(tables.AmbiguousCellError, match="pruning_time: cell"):
-        tables.time_table(frame, split=False)  # every row, asked to refuse
+    with pytest.raises(cells.AmbiguousCellError, match="pruning_time: cell"):
+        builders.time_table(frame, experiment="table1")
+    with pytest.raises(cells.AmbiguousCellError, match="pruning_time: cell"):
+        builders.time_table(frame, split=False)  # every row, asked to refuse
 
 
 def test_plots_refuse_an_ambiguous_point_outside_an_ablation(results_dir):
@@ -356,14 +361,14 @@ def test_plots_refuse_an_ambiguous_point_outside_an_ablation(results_dir):
             chash=f"stage2-{stage2}", params={"n_calib_stage2": stage2}, experiment="table1",
         )  # fmt: skip
     frame = _merged(results_dir)
-    with pytest.raises(tables.AmbiguousCellError, match=r"method.n_calib_stage2 \(1, 2\)"):
+    with pytest.raises(cells.AmbiguousCellError, match=r"method.n_calib_stage2 \(1, 2\)"):
         plots.all_plots(frame, results_dir / "plots", "table1")
-    with pytest.raises(tables.AmbiguousCellError, match="table1_ppl: cell"):
+    with pytest.raises(cells.AmbiguousCellError, match="table1_ppl: cell"):
         tables.experiment_tables(frame, "table1")
 
 
 def test_achieved_sparsity_table_has_three_decimals_per_protocol(results_dir):
-    t = tables.achieved_table(_merged(results_dir))
+    t = builders.achieved_table(_merged(results_dir))
     md = t.to_markdown()
     assert "| model | protocol | method | 25% | 37.5% |" in md
     assert "| m_a | paper | shortgpt | 0.400 | 0.400 |" in md
@@ -372,7 +377,7 @@ def test_achieved_sparsity_table_has_three_decimals_per_protocol(results_dir):
 
 
 def test_captions_state_what_the_rows_were_computed_with(results_dir):
-    notes = " ".join(tables.perplexity_table(_merged(results_dir)).notes)
+    notes = " ".join(builders.perplexity_table(_merged(results_dir)).notes)
     assert "each dataset 8 x 8" in notes and "every window of 2048" in notes
     assert "twossp 16 x 64" in notes and "shortgpt 16 x 64" in notes
     assert "cpu / float32" in notes
@@ -381,12 +386,12 @@ def test_captions_state_what_the_rows_were_computed_with(results_dir):
 
 def test_tables_render_latex_with_bold_and_escaped_names(results_dir):
     frame = _merged(results_dir)
-    tex = tables.perplexity_table(frame).to_latex()
+    tex = builders.perplexity_table(frame).to_latex()
     assert tex.count("\\begin{tabular}") == 1 and "\\bottomrule" in tex
     assert "\\multicolumn{2}{c}{25\\%}" in tex and "model & protocol & method" in tex
     assert "m\\_a & paper & twossp & \\textbf{8.00} & 11.00" in tex
     assert "m\\_a & paper & dense & 5.00" in tex and "\\textbf{5.00}" not in tex
-    acc = tables.downstream_table(frame, items=_items(results_dir)).to_latex()
+    acc = builders.downstream_table(frame, items=_items(results_dir)).to_latex()
     assert "arc\\_easy" in acc and "\\textbf{61.00}" in acc
     assert "72.00$^\\dagger$ ($\\geq$4.0 pts)" in acc  # a tie, with its detectable difference
 
@@ -396,7 +401,7 @@ def test_downstream_table_average_and_paired_marks(results_dir):
     # test decides: on arc_easy twossp is right on every document shortgpt is, and on 6 more
     # (McNemar p = 2 / 2^6 = 0.03): bold; the avg's 2-point lead (a Wald test on the mean of
     # the tasks' paired differences, p = 0.3) and piqa's (2 discordant documents) are ties.
-    t = tables.downstream_table(_merged(results_dir), sparsity=0.375, items=_items(results_dir))
+    t = builders.downstream_table(_merged(results_dir), sparsity=0.375, items=_items(results_dir))
     avg = t.values[("avg", "ours")]
     assert avg[("m_a", "paper", "twossp")] == pytest.approx(65.5)
     assert avg[("m_a", "paper", "shortgpt")] == pytest.approx(63.5)
@@ -405,7 +410,7 @@ def test_downstream_table_average_and_paired_marks(results_dir):
     assert not t.bold.loc[("m_a", "paper", "dense")].any()
     assert "Paired on 100-200 documents per comparison" in " ".join(t.notes)
     # without per-document outcomes there is no verdict, and the caption says so
-    bare = tables.downstream_table(_merged(results_dir), sparsity=0.375)
+    bare = builders.downstream_table(_merged(results_dir), sparsity=0.375)
     assert not bare.bold.any().any() and not bare.tied.any().any()
     assert "No verdict, nothing bold" in " ".join(bare.notes)
 
@@ -415,16 +420,16 @@ def test_acc_norm_rows_get_their_own_table2(results_dir):
     norm = frame[frame["metric"] == "acc"].assign(metric="acc_norm")
     norm = norm.assign(value=norm["value"] - 0.01)
     both = pd.concat([frame, norm], ignore_index=True)
-    built = {t.name: t for t in tables.all_tables(both, None)}
+    built = {t.name: t for t in builders.all_tables(both, None)}
     assert {"table2_downstream", "table2_downstream_acc_norm"} <= set(built)
     t = built["table2_downstream_acc_norm"]
     assert t.title == "Table 2: downstream accuracy (acc_norm) at 37.5% sparsity"
     assert t.values[("avg", "ours")][("m_a", "paper", "twossp")] == pytest.approx(64.5)
-    assert "table2_downstream_acc_norm" not in {t.name for t in tables.all_tables(frame, None)}
+    assert "table2_downstream_acc_norm" not in {t.name for t in builders.all_tables(frame, None)}
 
 
 def test_time_table_bolds_the_fastest(results_dir):
-    t = tables.time_table(_merged(results_dir))
+    t = builders.time_table(_merged(results_dir))
     assert "dense" not in t.values.index.get_level_values("method")
     assert bool(t.bold.loc[("m_a", "paper", "twossp"), ("37.5%", "ours")])
     assert "| m_a | paper | twossp | **3.00** | **3.00** |" in t.to_markdown()
@@ -436,19 +441,19 @@ def test_paper_columns_appear_only_with_a_matching_published_row(results_dir):
         return pd.DataFrame([{**row, "dataset": "wikitext2", "value": 9.87, "source_table": "1"}])
 
     frame = _merged(results_dir)
-    t = tables.perplexity_table(frame, published=pub("m_a"))
+    t = builders.perplexity_table(frame, published=pub("m_a"))
     assert t.values.loc[("m_a", "paper", "twossp"), ("37.5%", "wikitext2", "paper")] == 9.87
     md = t.to_markdown()
     assert "| 37.5% wikitext2 | (paper) |" in md and "| 10.00 | 9.87 |" in md.replace("**", "")
-    assert "(paper)" not in tables.perplexity_table(frame, published=pub("other")).to_markdown()
-    assert "(paper)" not in tables.perplexity_table(frame).to_markdown()
+    assert "(paper)" not in builders.perplexity_table(frame, published=pub("other")).to_markdown()
+    assert "(paper)" not in builders.perplexity_table(frame).to_markdown()
 
 
 def test_published_csv_has_the_documented_columns():
     with open(ROOT / "analysis" / "published.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header == tables.PUBLISHED_COLUMNS
-    assert list(tables.load_published().columns) == tables.PUBLISHED_COLUMNS
+    assert header == published.PUBLISHED_COLUMNS
+    assert list(published.load_published().columns) == published.PUBLISHED_COLUMNS
 
 
 def test_membership_puts_one_run_into_two_experiments_tables(tmp_path):
@@ -458,14 +463,14 @@ def test_membership_puts_one_run_into_two_experiments_tables(tmp_path):
     _write_run(root, "m", "shortgpt", 0.5, DAY2, {"ppl": {"wikitext2": 9.0}}, experiment="table1")
     add_members(root, "table1", ["m-paper-twossp-0.5"])  # the sweep found it finished
     frame = _merged(root)
-    table1 = tables.perplexity_table(frame, experiment="table1").to_markdown()
-    alpha = tables.perplexity_table(frame, experiment="ablation_alpha").to_markdown()
+    table1 = builders.perplexity_table(frame, experiment="table1").to_markdown()
+    alpha = builders.perplexity_table(frame, experiment="ablation_alpha").to_markdown()
     assert "| m | paper | twossp | **8.00** |" in table1 and "| m | paper | shortgpt |" in table1
     # alone in its column, a method is not "best" of anything
     assert "| m | paper | twossp | 8.00 |" in alpha and "shortgpt" not in alpha
     # the experiments column fallback: a frame without it uses `experiment`
     legacy = frame.drop(columns=["experiments"])
-    assert "twossp" not in tables.perplexity_table(legacy, experiment="table1").to_markdown()
+    assert "twossp" not in builders.perplexity_table(legacy, experiment="table1").to_markdown()
 
 
 def _write_legacy_run(root, method, sparsity, run_id, chash, ppl):
@@ -484,13 +489,13 @@ def test_first_schema_runs_render_as_protocol_unrecorded(tmp_path):
     for chash, s in (("dense-25", 0.25), ("dense-50", 0.5)):  # one run copied under 2 hashes
         _write_legacy_run(root, "dense", s, "d1", chash, 5.0)
     _write_legacy_run(root, "twossp", 0.5, "t1", "twossp-50", 9.0)
-    md = tables.perplexity_table(_merged(root), experiment="synthetic").to_markdown()
+    md = builders.perplexity_table(_merged(root), experiment="synthetic").to_markdown()
     assert "| m | unrecorded | dense | 5.00 |" in md and md.count("| m | unrecorded | dense") == 1
     assert "| m | unrecorded | twossp | 9.00 |" in md and "first schema" in md  # alone: no bold
 
 
 def test_render_writes_markdown_and_latex(results_dir, tmp_path):
-    paths = tables.render(tables.all_tables(_merged(results_dir)), tmp_path / "t")
+    paths = render.render(builders.all_tables(_merged(results_dir)), tmp_path / "t")
     assert {p.name for p in paths} == {
         f"{n}.{s}"
         for n in ("table1_ppl", "achieved_sparsity", "table2_downstream", "pruning_time")
@@ -619,12 +624,12 @@ def _plain_and_downstream(root, ppl_downstream=8.0, **kw):
 def test_a_plain_and_a_downstream_run_of_one_configuration_share_their_cells(tmp_path):
     _plain_and_downstream(tmp_path / "r")
     frame = _merged(tmp_path / "r")
-    ppl = tables.perplexity_table(frame)
+    ppl = builders.perplexity_table(frame)
     assert ppl.values.loc[("m", "paper", "twossp"), ("37.5%", "wikitext2", "ours")] == 8.0
     assert not any("differ by up to" in n for n in ppl.notes)  # the two runs agree
-    acc = tables.downstream_table(frame, items=_items(tmp_path / "r")).to_markdown()
+    acc = builders.downstream_table(frame, items=_items(tmp_path / "r")).to_markdown()
     assert "| m | paper | twossp | 60.00 | 70.00 | 65.00 |" in acc  # the only pruned method
-    built = {t.name: t for t in tables.all_tables(frame)}  # every table, nothing refused
+    built = {t.name: t for t in builders.all_tables(frame)}  # every table, nothing refused
     assert set(built) == {"table1_ppl", "achieved_sparsity", "table2_downstream", "pruning_time"}
     runs = plots.all_plots(frame, tmp_path / "plots")
     assert sorted(p.name for p in runs) == [
@@ -635,7 +640,7 @@ def test_a_plain_and_a_downstream_run_of_one_configuration_share_their_cells(tmp
 
 def test_combined_runs_show_the_newest_value_and_say_when_they_disagree(tmp_path):
     _plain_and_downstream(tmp_path / "r", ppl_downstream=8.4)
-    t = tables.perplexity_table(_merged(tmp_path / "r"))
+    t = builders.perplexity_table(_merged(tmp_path / "r"))
     assert t.values.loc[("m", "paper", "twossp"), ("37.5%", "wikitext2", "ours")] == 8.4
     assert any("1 cell(s) were measured by several runs" in n and "5%" in n for n in t.notes)
 
@@ -645,12 +650,12 @@ def test_one_metric_under_two_evaluation_settings_is_still_refused(tmp_path):
     for windows, chash in ((2, "w2"), (8, "w8")):
         _write_run(root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 8.0}}, chash=chash,
                    windows=windows, experiment="table1")  # fmt: skip
-    with pytest.raises(tables.AmbiguousCellError) as err:
-        tables.perplexity_table(_merged(root), experiment="table1")
+    with pytest.raises(cells.AmbiguousCellError) as err:
+        builders.perplexity_table(_merged(root), experiment="table1")
     assert "holds 2 configurations that differ in variant.windows (2, 8)" in str(err.value)
     assert "tokens" not in str(err.value)  # a measurement, not a setting
     assert "different evaluation settings" in str(err.value)
-    tables.achieved_table(_merged(root))  # one pruning, whatever was evaluated: no refusal
+    builders.achieved_table(_merged(root))  # one pruning, whatever was evaluated: no refusal
 
 
 def test_runs_with_equal_settings_that_pruned_differently_are_refused(tmp_path):
@@ -658,10 +663,8 @@ def test_runs_with_equal_settings_that_pruned_differently_are_refused(tmp_path):
     for n_attn in (1, 2):
         _write_run(root, "m", "twossp", 0.375, DAY2, {"ppl": {"wikitext2": 8.0}},
                    chash=f"attn{n_attn}", n_attn=n_attn)  # fmt: skip
-    with pytest.raises(
-        tables.AmbiguousCellError, match=r"pruned differently: plan_n_attn \(1, 2\)"
-    ):
-        tables.perplexity_table(_merged(root))
+    with pytest.raises(cells.AmbiguousCellError, match=r"pruned differently: plan_n_attn \(1, 2\)"):
+        builders.perplexity_table(_merged(root))
 
 
 # --- verdicts: paired tests, not overlapping intervals ---------------------------------------
@@ -687,7 +690,7 @@ def test_perplexity_verdicts_pair_the_windows_not_the_intervals(tmp_path):
         _write_run(root, "m", method, 0.25, DAY2, {"ppl": ppl}, ci=ci, window_nll=lists)
     _write_run(root, "m", "dense", 0.0, DAY2, {"ppl": {"wikitext2": 5.0, "c4": 7.0}},
                ci={"wikitext2": (4.9, 5.1)})  # fmt: skip
-    t = tables.perplexity_table(_merged(root))
+    t = builders.perplexity_table(_merged(root))
     md = t.to_markdown()
     sd = np.std(np.log(11.0 / 10.5) + swing, ddof=1)
     detectable = np.exp(paired.detectable_t(sd, 8))
@@ -715,7 +718,7 @@ def test_no_verdict_without_shared_windows(tmp_path):
     frame.loc[other, "variant"] = frame.loc[other, "variant"].map(
         lambda v: json.dumps({**json.loads(v), "windows_available": 99})
     )
-    t = tables.perplexity_table(frame)
+    t = builders.perplexity_table(frame)
     assert not t.bold.any().any() and not t.tied.any().any()
     assert "No verdict, nothing bold" in " ".join(t.notes)
 
@@ -735,7 +738,7 @@ def test_accuracy_prints_stderr_and_decides_by_mcnemar(results_dir):
     rows = rows[
         (rows["metric"] != "acc") | rows["config_hash"].str.startswith(("acc-", "m_a-paper-dense"))
     ]
-    md = tables.downstream_table(rows, items=_items(results_dir)).to_markdown()
+    md = builders.downstream_table(rows, items=_items(results_dir)).to_markdown()
     assert "| m_a | paper | twossp | **61.00 ± 1.00** | 70.00 ± 2.00† (≥4.0 pts) |" in md
     assert "| m_a | paper | shortgpt | 55.00 ± 1.00 | 72.00 ± 2.00† (≥4.0 pts) |" in md
     assert "avg: sqrt(sum se^2) / tasks" in md and "McNemar's exact test" in md
@@ -839,9 +842,9 @@ def test_notebook_leads_with_smollm2_and_labels_stories260k_a_smoke_test(tmp_pat
     assert "smoke test" in notebook.heading(frame, "a") and "smoke" not in notebook.heading(
         frame, "z"
     )
-    notes = " ".join(tables.downstream_table(frame, sparsity=0.5, experiment="a").notes)
+    notes = " ".join(builders.downstream_table(frame, sparsity=0.5, experiment="a").notes)
     assert "Smoke test, not a result: stories260k" in notes
-    assert "Smoke" not in " ".join(tables.downstream_table(frame, 0.5, experiment="z").notes)
+    assert "Smoke" not in " ".join(builders.downstream_table(frame, 0.5, experiment="z").notes)
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -858,7 +861,7 @@ def test_plots_write_pngs_per_model_and_protocol(results_dir, tmp_path):
 
 
 def test_overlapping_methods_get_distinct_markers_and_offsets():
-    style = plots.method_style(list(tables.METHOD_ORDER))
+    style = plots.method_style(list(order.METHOD_ORDER))
     assert "dense" not in style and len(style) == 6
     markers, offsets, _ = zip(*style.values(), strict=True)
     assert len(set(markers)) == 6 and len(set(offsets)) == 6

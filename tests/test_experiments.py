@@ -129,7 +129,7 @@ def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     import datasets.config
     import huggingface_hub.constants
 
-    from analysis import collect, tables
+    from analysis import builders, collect
     from twossp.pipeline import run
 
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
@@ -168,7 +168,7 @@ def test_cpu_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert json.loads(rows.loc[("acc", "piqa"), "variant"])["stderr"] == pytest.approx(stderr)
 
     merged = collect.collect([tmp_path], tmp_path / "results.parquet")
-    t2 = tables.downstream_table(merged, experiment="cpu_demo")
+    t2 = builders.downstream_table(merged, experiment="cpu_demo")
     assert t2.values.loc[("stories260k", "paper", "dense"), ("piqa", "ours")] == pytest.approx(
         100 * rows.loc[("acc", "piqa"), "value"]
     )

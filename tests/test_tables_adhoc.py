@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import cells, collect, comparison, plots, tables
+from analysis import builders, cells, collect, comparison, plots, tables
 from tests.test_analysis import DAY1, DAY2, _items, _merged, _write_run
 from twossp.results import Metric, RunRecord, add_members, run_path, to_frame, write_run
 
@@ -41,7 +41,7 @@ def test_runs_differing_in_max_windows_give_a_row_per_setting(tmp_path, capsys):
     root = tmp_path / "r"
     _two_window_budgets(root)
     frame = _merged(root)
-    t = tables.perplexity_table(frame, experiment=cells.ADHOC)
+    t = builders.perplexity_table(frame, experiment=cells.ADHOC)
     assert list(t.values.index.names) == ["model", "protocol", "setting", "method"]
     md = t.to_markdown()
     # each setting group has its own dense row and its own verdict: on 8 windows ShortGPT
@@ -91,11 +91,11 @@ def test_a_setting_of_one_method_puts_the_others_in_every_group(tmp_path):
     _write_run(root, "m", "shortgpt", 0.375, DAY2, {"ppl": {"wikitext2": 9.0}}, experiment="mine")
     _write_run(root, "m", "dense", 0.0, DAY2, {"ppl": {"wikitext2": 5.0}}, experiment="mine")
     frame = _merged(root)
-    md = tables.perplexity_table(frame, experiment="mine").to_markdown()
+    md = builders.perplexity_table(frame, experiment="mine").to_markdown()
     assert "| m | paper | method.alpha=1.5 | twossp | **8.00** |" in md
     assert "| m | paper | method.alpha=2.0 | shortgpt | **9.00** |" in md
     assert md.count("| shortgpt |") == 2 and md.count("| dense |") == 2
-    times = tables.time_table(frame, experiment="mine").to_markdown()
+    times = builders.time_table(frame, experiment="mine").to_markdown()
     assert "| m | paper | method.alpha=2.0 | twossp | **3.00** |" in times
     names = [t.name for t in tables.experiment_tables(frame, "mine", skipped=[])]
     assert names[0] == "ablation_alpha_wikitext2" and "table1_ppl" in names
@@ -106,8 +106,8 @@ def test_a_published_experiment_still_refuses(tmp_path, capsys):
     _two_window_budgets(root, experiment="cpu_smollm2")  # conf/experiment/cpu_smollm2.yaml
     frame = _merged(root)
     assert cells.strict("cpu_smollm2") and not cells.strict("default")
-    with pytest.raises(tables.AmbiguousCellError) as err:
-        tables.perplexity_table(frame, experiment="cpu_smollm2")
+    with pytest.raises(cells.AmbiguousCellError) as err:
+        builders.perplexity_table(frame, experiment="cpu_smollm2")
     assert "differ in variant.max_windows (8, 48)" in str(err.value)
 
     # the CLI names each refused table in one line and renders the others
@@ -197,7 +197,7 @@ def test_speedup_table_splits_ad_hoc_runs_and_refuses_a_published_experiment(tmp
         _timed_run(root, "twossp", 0.375, 48, 8.2, 8.0, experiment)
         frame = _merged(root)
         if experiment == "cpu_smollm2":
-            with pytest.raises(tables.AmbiguousCellError, match="inference_speedup"):
+            with pytest.raises(cells.AmbiguousCellError, match="inference_speedup"):
                 tables.speedup(frame, experiment)
             continue
         t = tables.speedup(frame, experiment)
