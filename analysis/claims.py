@@ -30,6 +30,7 @@ from analysis import paired
 from analysis.cells import DENSE, select, with_sparsity
 from analysis.comparison import DATASET_NAMES, METHOD_NAMES
 from analysis.verdicts import p_text
+from twossp.methods.registry import method_names
 
 ALPHA = paired.ALPHA
 CLAIMS = {
@@ -58,6 +59,15 @@ def _judge(rows: pd.DataFrame, better: int) -> tuple[str, int, int, pd.DataFrame
     return "cannot be told apart at this size", won, len(rows), lost
 
 
+def _missing(rows: pd.DataFrame, reference: str = "twossp") -> str:
+    """Which registered baselines the comparisons lack ("" when none)."""
+    baselines = [m for m in method_names(pruning_only=True) if m != reference]
+    absent = [m for m in baselines if m not in set(rows["rival"])]
+    if not absent:
+        return ""
+    return f" Not run here, so not judged: {', '.join(_name(m) for m in absent)}."
+
+
 def perplexity_claim(comparisons: pd.DataFrame) -> str:
     """The perplexity claim from :func:`analysis.comparison.comparisons`'s rows."""
     rows = comparisons[(comparisons["metric"] == "ppl") & (comparisons["rival"] != DENSE)]
@@ -65,7 +75,8 @@ def perplexity_claim(comparisons: pd.DataFrame) -> str:
     if rows.empty:
         return f"Perplexity ({CLAIMS['perplexity']}): no paired comparisons in this experiment."
     verdict, won, n, lost = _judge(rows, better=-1)
-    text = f"Perplexity ({CLAIMS['perplexity']}): **{verdict}**. 2SSP is lower in {won} of {n} "
+    text = f"Perplexity ({CLAIMS['perplexity']}): **{verdict}** for the baselines that ran. "
+    text += f"2SSP is lower in {won} of {n} "
     text += "paired comparisons (baseline x corpus x sparsity) at 0.05"
     if len(lost):
         worst = lost.sort_values("estimate", ascending=False).iloc[0]
@@ -80,7 +91,7 @@ def perplexity_claim(comparisons: pd.DataFrame) -> str:
             f"; the {len(open_)} undecided could hide ratios up to "
             f"{open_['detectable'].max():.2f} (80% power)"
         )
-    return text + "."
+    return text + "." + _missing(rows)
 
 
 def above_chance(items: pd.DataFrame, config_hash: str, task: str) -> tuple[bool, float, float]:
@@ -122,7 +133,8 @@ def downstream_claim(
     if used.empty:
         return f"Downstream ({CLAIMS['downstream']}): no task above chance to judge it.{tail}"
     verdict, won, n, lost = _judge(used, better=1)
-    text = f"Downstream ({CLAIMS['downstream']}): **{verdict}**. 2SSP is higher in {won} of "
+    text = f"Downstream ({CLAIMS['downstream']}): **{verdict}** for the baselines that ran. "
+    text += f"2SSP is higher in {won} of "
     text += f"{n} paired comparisons (baseline x task) at 0.05"
     if len(lost):
         worst = lost.sort_values("estimate").iloc[0]
@@ -136,7 +148,7 @@ def downstream_claim(
             f"; the {len(open_)} undecided could hide differences up to "
             f"{100 * open_['detectable'].max():.1f} points (80% power)"
         )
-    return text + "." + tail
+    return text + "." + tail + _missing(used)
 
 
 def time_claim(frame: pd.DataFrame, experiments, reference: str = "twossp") -> str:

@@ -63,7 +63,7 @@ RUN_COLUMNS = [
         "git_sha",
         pa.string(),
         None,
-        "commit of the harness, with -dirty when tracked files differed",
+        "commit the run's process started from, with -dirty when tracked files differed",
     ),
     (
         "versions",
@@ -212,7 +212,7 @@ class RunRecord:
     device: str | None = None
     calib: dict | None = None
     threads: int | None = None  # CPU threads torch computed with
-    git_sha: str = field(default_factory=lambda: git_sha())
+    git_sha: str = field(default_factory=lambda: STARTED_FROM)
     versions: dict = field(default_factory=lambda: library_versions())
 
 
@@ -253,6 +253,11 @@ def git_sha() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+# The commit this process started from: the code a long sweep runs is the code it imported,
+# whatever HEAD becomes while it runs (a run records this, not HEAD at the time it finishes).
+STARTED_FROM = git_sha()
 
 
 def library_versions() -> dict:
