@@ -68,30 +68,46 @@ def _missing(rows: pd.DataFrame, reference: str = "twossp") -> str:
     return f" Not run here, so not judged: {', '.join(_name(m) for m in absent)}."
 
 
+def _sentence(head: str, rows: pd.DataFrame, better: int, family: str, loss, hidden) -> str:
+    """A claim's sentence: its verdict, the comparisons won, the baseline that beats 2SSP
+    (``loss(row)``) or what the undecided comparisons could hide (``hidden(detectable)``)."""
+    verdict, won, n, lost = _judge(rows, better)
+    way = "lower" if better < 0 else "higher"
+    text = f"{head}: **{verdict}** for the baselines that ran. 2SSP is {way} in {won} of {n} "
+    text += f"paired comparisons ({family}) at 0.05"
+    if len(lost):
+        worst = lost.sort_values("estimate", ascending=better > 0).iloc[0]
+        text += f"; {loss(worst)}"
+    open_ = rows[rows["p"] >= ALPHA]
+    if len(open_) and not len(lost):
+        text += f"; the {len(open_)} undecided could hide {hidden(open_['detectable'].max())}"
+    return text + "."
+
+
 def perplexity_claim(comparisons: pd.DataFrame) -> str:
     """The perplexity claim from :func:`analysis.comparison.comparisons`'s rows."""
+    head = f"Perplexity ({CLAIMS['perplexity']})"
     rows = comparisons[(comparisons["metric"] == "ppl") & (comparisons["rival"] != DENSE)]
     rows = rows[rows["p"].notna()]
     if rows.empty:
-        return f"Perplexity ({CLAIMS['perplexity']}): no paired comparisons in this experiment."
-    verdict, won, n, lost = _judge(rows, better=-1)
-    text = f"Perplexity ({CLAIMS['perplexity']}): **{verdict}** for the baselines that ran. "
-    text += f"2SSP is lower in {won} of {n} "
-    text += "paired comparisons (baseline x corpus x sparsity) at 0.05"
-    if len(lost):
-        worst = lost.sort_values("estimate", ascending=False).iloc[0]
-        text += (
-            f"; {_name(worst['rival'])} is lower on {DATASET_NAMES.get(worst['dataset'])} at "
-            f"{worst['sparsity']:.1%} (ratio 2SSP / {_name(worst['rival'])} "
-            f"{worst['estimate']:.2f}, Holm-adjusted over the claim's comparisons)"
+        return f"{head}: no paired comparisons in this experiment."
+
+    def loss(row) -> str:
+        return (
+            f"{_name(row['rival'])} is lower on {DATASET_NAMES.get(row['dataset'])} at "
+            f"{row['sparsity']:.1%} (ratio 2SSP / {_name(row['rival'])} {row['estimate']:.2f}, "
+            "Holm-adjusted over the claim's comparisons)"
         )
-    open_ = rows[rows["p"] >= ALPHA]
-    if len(open_) and not len(lost):
-        text += (
-            f"; the {len(open_)} undecided could hide ratios up to "
-            f"{open_['detectable'].max():.2f} (80% power)"
-        )
-    return text + "." + _missing(rows)
+
+    text = _sentence(
+        head,
+        rows,
+        -1,
+        "baseline x corpus x sparsity",
+        loss,
+        lambda d: f"ratios up to {d:.2f} (80% power)",
+    )
+    return text + _missing(rows)
 
 
 def above_chance(items: pd.DataFrame, config_hash: str, task: str) -> tuple[bool, float, float]:
@@ -132,23 +148,22 @@ def downstream_claim(
     tail = f" Reported apart (dense not above chance): {names}." if apart else ""
     if used.empty:
         return f"Downstream ({CLAIMS['downstream']}): no task above chance to judge it.{tail}"
-    verdict, won, n, lost = _judge(used, better=1)
-    text = f"Downstream ({CLAIMS['downstream']}): **{verdict}** for the baselines that ran. "
-    text += f"2SSP is higher in {won} of "
-    text += f"{n} paired comparisons (baseline x task) at 0.05"
-    if len(lost):
-        worst = lost.sort_values("estimate").iloc[0]
-        text += (
-            f"; {_name(worst['rival'])} is higher on {DATASET_NAMES.get(worst['dataset'])} "
-            f"({100 * -worst['estimate']:.1f} points, Holm-adjusted)"
+
+    def loss(row) -> str:
+        return (
+            f"{_name(row['rival'])} is higher on {DATASET_NAMES.get(row['dataset'])} "
+            f"({100 * -row['estimate']:.1f} points, Holm-adjusted)"
         )
-    open_ = used[used["p"] >= ALPHA]
-    if len(open_) and not len(lost):
-        text += (
-            f"; the {len(open_)} undecided could hide differences up to "
-            f"{100 * open_['detectable'].max():.1f} points (80% power)"
-        )
-    return text + "." + tail + _missing(used)
+
+    text = _sentence(
+        f"Downstream ({CLAIMS['downstream']})",
+        used,
+        1,
+        "baseline x task",
+        loss,
+        lambda d: f"differences up to {100 * d:.1f} points (80% power)",
+    )
+    return text + tail + _missing(used)
 
 
 def time_claim(frame: pd.DataFrame, experiments, reference: str = "twossp") -> str:
