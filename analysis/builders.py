@@ -315,13 +315,12 @@ def time_table(
     values = with_paper(ours, paper_values(pub, index, points), index, base, row_key(runs))
     notes = [
         "Wall-clock seconds in method.prune (lower is better), calibration loading and "
-        "evaluation excluded; compare only runs on the same hardware."
+        "evaluation excluded; compare only runs on the same hardware. One measurement per "
+        "run, so no method is marked fastest: a verdict needs repeated runs (the results "
+        "pages test pruning time over calibration draws where there are several)."
     ] + [n for n in (runs_note(runs),) if n]
     notes += threads_note(runs) + split_note(runs)
-    best, tied = intervals.marks(values, lower_is_better=True)
-    if tied.any().any():
-        notes[0] += f" {intervals.TIE_MARK}: equal fastest times."
-    return Table(name, "Pruning time (seconds)", values, best, 2, notes, None, tied)
+    return Table(name, "Pruning time (seconds)", values, None, 2, notes)
 
 
 def all_tables(

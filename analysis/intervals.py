@@ -1,5 +1,4 @@
-"""Uncertainty in tables and plots: each value's 95% interval, and the plain best rule for
-values without one.
+"""Uncertainty in tables and plots: each value's 95% interval.
 
 Where the intervals come from:
 
@@ -14,10 +13,8 @@ Where the intervals come from:
 Intervals describe one value each; they do not decide which method is best. Whether two
 intervals overlap is the wrong test for that (non-overlap of two 95% intervals is a test at
 about p = 0.005, and it ignores that every method is scored on the same units): perplexity
-and accuracy verdicts come from paired tests (:mod:`analysis.verdicts`). :func:`marks` is
-the plain rule for values measured once without error model, such as pruning time: within
-a column and a row block (model and protocol) with two or more candidates, the lowest (or
-highest) value is best; equal best values tie.
+and accuracy verdicts come from paired tests (:mod:`analysis.verdicts`). Values measured once
+without an error model, such as pruning time, get no verdict in a table.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.cells import DENSE, missing
+from analysis.cells import missing
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 PAPER = "paper"  # the last level of a published-number column label: never marked
@@ -82,36 +79,3 @@ def stderr_text(value: float, se: float, digits: int = 2) -> str:
     if missing(se):
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ± {se:.{digits}f}"
-
-
-def marks(
-    values: pd.DataFrame, lower_is_better: bool, exclude: tuple[str, ...] = (DENSE,)
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(best, tied)`` masks by the plain rule (see the module docstring).
-
-    Args:
-        values: the table's values; the row index's last level is the method, the others
-            form the blocks compared (model, protocol). Columns whose label ends in
-            ``"paper"`` are published numbers and never marked.
-        lower_is_better: time (True) or a score (False).
-        exclude: methods never marked (the dense model).
-    """
-    best = pd.DataFrame(False, index=values.index, columns=values.columns)
-    tied = best.copy()
-    blocks = [tuple(r[:-1]) for r in values.index]
-    candidate = ~values.index.get_level_values(-1).isin(list(exclude))
-    for j, col in enumerate(values.columns):
-        if isinstance(col, tuple) and col[-1] == PAPER:
-            continue
-        value = values.iloc[:, j].to_numpy(dtype=float)
-        for block in dict.fromkeys(blocks):
-            sel = np.array([b == block for b in blocks]) & candidate & ~np.isnan(value)
-            if sel.sum() < 2:  # a lone candidate is not "best" of anything
-                continue
-            top = np.nanmin(value[sel]) if lower_is_better else np.nanmax(value[sel])
-            close = sel & (value == top)
-            if close.sum() > 1:
-                tied.iloc[np.flatnonzero(close), j] = True
-            else:
-                best.iloc[int(np.flatnonzero(close)[0]), j] = True
-    return best, tied

@@ -17,7 +17,10 @@ def test_a_claim_holds_only_when_every_comparison_is_won():
         [("ppl", "wikitext2", 0.375, "shortgpt", 0.5, 0.001, 1.1)] * 2
         + [("ppl", "wikitext2", 0.375, "dense", 3.0, 0.001, 1.1)]  # dense never counts
     )
-    assert "**holds** for the baselines that ran. 2SSP is lower in 2 of 2" in claims.perplexity_claim(won)
+    assert (
+        "**holds** for the baselines that ran. 2SSP is lower in 2 of 2"
+        in claims.perplexity_claim(won)
+    )
     open_ = _comparisons(
         [
             ("ppl", "c4", 0.375, "shortgpt", 0.5, 0.001, 1.1),
@@ -25,7 +28,10 @@ def test_a_claim_holds_only_when_every_comparison_is_won():
         ]
     )
     text = claims.perplexity_claim(open_)
-    assert "**cannot be told apart at this size** for the baselines that ran. 2SSP is lower in 1 of 2" in text
+    assert (
+        "**cannot be told apart at this size** for the baselines that ran. 2SSP is lower in 1 of 2"
+        in text
+    )
     assert "ratios up to 1.25" in text
 
 
