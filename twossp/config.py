@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# Model config keys that are not ModelSpec fields (read by other config groups, or checked
-# here: model_type names the family without asking the hub).
-MODEL_EXTRAS = ("key", "model_type", "evopress_pool_seqlen")
+# Model config keys that are not ModelSpec fields: the config key, the family (checked here
+# without asking the hub) and per-model settings of methods (read by conf/method/<name>.yaml).
+MODEL_EXTRAS = ("key", "model_type", "method_settings")
 
 
 def _local_or_null(path: str):
