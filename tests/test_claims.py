@@ -90,3 +90,24 @@ def test_pruning_time_is_tested_over_draws_and_untested_from_single_runs():
     assert "**holds**" in text and "EvoPress 206.7x" in text and "3 draws" in text
     single = pd.DataFrame(runs("twossp", [10]) + runs("blockpruner", [50]))
     assert "**untested (one run per method)**" in claims.time_claim(single, "x")
+
+
+def test_sparsities_are_not_mistaken_for_calibration_draws():
+    rows = [
+        {
+            "config_hash": f"{m}{s}",
+            "method": m,
+            "model": "m",
+            "protocol": "paper",
+            "target_sparsity": s,
+            "calib_seed": 0,
+            "prune_seconds": t * (1 + s),
+            "metric": "ppl",
+            "experiments": ["x"],
+            "experiment": "x",
+        }
+        for m, t in (("twossp", 10.0), ("evopress", 600.0))
+        for s in (0.25, 0.375, 0.5)
+    ]
+    text = claims.time_claim(pd.DataFrame(rows), "x")
+    assert "**untested (one run per method)**" in text and "EvoPress 60.0x (one run each)" in text
