@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,17 @@ def test_the_report_logs_the_paper_tables_to_an_offline_wandb_run(tmp_path, monk
     table1 = json.loads(logged["table1_ppl"].read_text())
     assert "method" in table1["columns"] and len(table1["data"]) == 3  # dense, 2SSP, ShortGPT
     assert len(list((folder / "files" / "media" / "images").rglob("*.png"))) == len(plots)
+
+
+def _committed_pages() -> list[Path]:
+    return sorted((report.PAGES).glob("*.md"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _committed_pages(), ids=lambda p: p.stem)
+def test_every_committed_results_page_is_what_its_record_gives(page, tmp_path):
+    header = "\n".join(page.read_text().splitlines()[:3])
+    experiments = [e.strip("`") for e in re.findall(r"--experiment (\S+)", header)]
+    assert experiments, f"{page}: no command in its header"
+    again = report.report(experiments, report.RECORD, tmp_path, page.stem)[0]
+    assert again.read_text() == page.read_text(), f"run: make report EXPERIMENT={page.stem}"
