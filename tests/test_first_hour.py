@@ -112,7 +112,7 @@ def test_ctrl_c_is_one_line_and_exit_130_in_process(monkeypatch, capsys):
 
 
 def test_ctrl_c_during_a_run_prints_one_line_and_exits_130(tmp_path):
-    """A real SIGINT while the run loads its model (after its first log line)."""
+    """A real SIGINT while the run evaluates (after its stage line says so)."""
     cmd = [
         sys.executable,
         str(ROOT / "experiments" / "run.py"),
@@ -124,10 +124,20 @@ def test_ctrl_c_during_a_run_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    first = proc.stdout.readline()  # the context-cap line, logged in prepare
+    seen = []  # the stage lines, up to the longest stage (evaluation): interrupted there
+    for line in proc.stdout:
+        seen.append(line)
+        if "evaluate:" in line:
+            break
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert "[twossp.pipeline]" in first, first + out + err
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError("no exit 120 s after SIGINT:\n" + "".join(seen) + out + err) from None
+    first = "".join(seen)
+    assert "[twossp.pipeline]" in first and "evaluate:" in first, first + out + err
     assert proc.returncode == 130, out + err
     assert _one_line(err).startswith("[twossp] interrupted: the run in progress wrote no result")
     assert "[twossp] results:" not in out
