@@ -122,7 +122,16 @@ def test_ctrl_c_during_a_run_prints_one_line_and_exits_130(tmp_path):
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt: give the run the default handler, as a terminal
+        # would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []  # the stage lines, up to the longest stage (evaluation): interrupted there
     for line in proc.stdout:
