@@ -28,7 +28,8 @@ import pandas as pd
 
 from analysis import paired
 from analysis.cells import DENSE, select, with_sparsity
-from analysis.comparison import DATASET_NAMES, METHOD_NAMES
+from analysis.comparison import DATASET_NAMES
+from analysis.comparison import method_name as _name
 from analysis.verdicts import p_text
 from twossp.methods.registry import method_names
 
@@ -38,10 +39,6 @@ CLAIMS = {
     "downstream": "2SSP has higher downstream accuracy than every baseline",
     "pruning_time": "2SSP prunes up to two orders of magnitude faster than the baselines",
 }
-
-
-def _name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
 
 
 def _judge(rows: pd.DataFrame, better: int) -> tuple[str, int, int, pd.DataFrame]:

@@ -101,7 +101,8 @@ def units_text(result: paired.Paired, metric: str) -> str:
     return f"{result.n} {unit}{clusters}"
 
 
-def _name(method: str) -> str:
+def method_name(method: str) -> str:
+    """How pages and captions name a method (``twossp`` -> ``2SSP``)."""
     return METHOD_NAMES.get(method, method)
 
 
@@ -136,7 +137,7 @@ def verdict_sentence(
         [0.27, 0.35], p < 0.001, 8 windows)." or "... cannot be told apart (...); the
         design could detect a ratio of 1.15 at 80% power."
     """
-    ref, riv = _name(reference), _name(rival)
+    ref, riv = method_name(reference), method_name(rival)
     where = f"on {DATASET_NAMES.get(dataset, dataset)} at {sparsity_label(sparsity)}"
     where += f" ({setting})" if setting else ""
     what = "perplexity" if metric == "ppl" else "accuracy"
@@ -274,7 +275,7 @@ def comparison_table(
     ``setting`` level after the protocol when a user's runs were split)."""
     found = comparisons(frame, items, reference, experiment, split)
     name = NAME
-    title = f"Paired comparison: {_name(reference)} against each method and dense"
+    title = f"Paired comparison: {method_name(reference)} against each method and dense"
     grouped = bool(split_labels(found))
     names = ["model", "protocol", *([SETTING] if grouped else [])]
     names += ["sparsity", "measure", f"{reference} vs"]
@@ -313,7 +314,7 @@ def comparison_table(
     if found.empty:
         values, text = values.iloc[0:0], text.iloc[0:0]
     notes = [
-        f"{_name(reference)} against each other pruned method at the same sparsity and "
+        f"{method_name(reference)} against each other pruned method at the same sparsity and "
         "against dense, paired on the units both runs scored. Perplexity: the ratio "
         f"{reference} / rival, exp of the mean per-window difference of log perplexity, with "
         "its paired t interval and a two-sided sign-flip permutation p (exact up to 20 "

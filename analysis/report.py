@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def build_page(
         "",
         *claims(found, frame, items, experiments),
         "",
-        f"## Verdicts ({comparison._name(reference)} against every other method and dense)",
+        f"## Verdicts ({comparison.method_name(reference)} against every other method and dense)",
         "",
         *verdicts(found, reference),
         "",
@@ -298,16 +299,12 @@ def main(argv: list[str] | None = None) -> Path:
     if args.logger == "wandb":
         from twossp.tracking import WandbSettings
 
-        settings = WandbSettings(mode=_env("WANDB_MODE", "online"), dir=_env("WANDB_DIR", None))
+        settings = WandbSettings(
+            mode=os.environ.get("WANDB_MODE", "online"), dir=os.environ.get("WANDB_DIR")
+        )
         folder = log_to_wandb(page.stem, tables, plots, sentences, settings)
         print(f"[report] W&B ({settings.mode}): {len(tables)} tables, {len(plots)} images {folder}")
     return page
-
-
-def _env(name: str, default):
-    import os
-
-    return os.environ.get(name, default)
 
 
 if __name__ == "__main__":
