@@ -47,11 +47,14 @@ from twossp.results import (
     lm_eval_path,
     plan_path,
     read_run,
+    run_columns,
     run_path,
     to_frame,
     write_run,
 )
+from twossp.reuse import FoundPlan, find_plan, pruning_key
 from twossp.run_spec import EvalSpec, RunSpec
+from twossp.surgery import apply_plan
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +246,18 @@ def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
     before = sp.count(model)
     method = ready.method
     ctx = PruneContext(ready.target, ready.calibration, spec.seed, spec.progress)
-    stages.start("prune", _prune_detail(method, ready.target))
-    start = time.perf_counter()
-    with track_peak_memory() as prune_peak:
-        plan = method.prune(model, ctx)
-    prune_seconds = time.perf_counter() - start
+    found = _plan_to_replay(spec, ready, before)
+    if found is None:
+        stages.start("prune", _prune_detail(method, ready.target))
+        start = time.perf_counter()
+        with track_peak_memory() as prune_peak:
+            plan = method.prune(model, ctx)
+        prune_seconds = time.perf_counter() - start
+    else:
+        stages.start("prune", f"replaying the plan of finished run {found.config_hash}")
+        with track_peak_memory() as prune_peak:
+            apply_plan(model, found.plan)
+        plan, prune_seconds = found.plan, found.prune_seconds
     after = sp.count(model)
     achieved = sp.measure(before, after)
     if method.uses_sparsity and after.blocks >= before.blocks:  # method.check should catch it
@@ -272,7 +282,9 @@ def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
     metrics.extend(peak_memory_metrics({"prune": prune_peak, "eval": eval_peak}))
     # After the eval phase's peak is read: the prefill's own peak resets CUDA's counter.
     metrics.extend(inference_metrics(model, ready, spec))
-    frame = to_frame(_record(spec, method, ready, before, after, achieved, prune_seconds), metrics)
+    record = _record(spec, method, ready, before, after, achieved, prune_seconds)
+    record.plan_from = None if found is None else found.config_hash
+    frame = to_frame(record, metrics)
     stages.start("write", str(path))
     write_items(items, items_path(spec.results_dir, spec.config_hash), spec.config_hash)
     write_run(frame, path)  # last: the run file marks the run finished
@@ -282,6 +294,16 @@ def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
         mirror(spec, tracker, frame)
     stages.end()
     return RunOutcome("done", path, frame, plan)
+
+
+def _plan_to_replay(spec: RunSpec, ready: Prepared, before) -> FoundPlan | None:
+    """A finished run's plan for the model this run would prune (:mod:`twossp.reuse`), unless
+    ``force`` is set or the method's plans do not rebuild its model."""
+    method = ready.method
+    if spec.force or not (method.needs_calibration and method.plan_replays):
+        return None
+    key = pruning_key(run_columns(_record(spec, method, ready, before, before, 0.0, 0.0)))
+    return find_plan(spec.results_dir, key, exclude=spec.config_hash)
 
 
 def _prune_detail(method: PruningMethod, target: float) -> str:
@@ -334,7 +356,6 @@ def save_finished(spec: RunSpec) -> None:
     on the base model and save that (SliceGPT's plan holds no rotations: say how instead)."""
     from twossp.export import NotReplayableError, check_replayable
     from twossp.plan import PrunePlan
-    from twossp.surgery import apply_plan
 
     source = plan_path(spec.results_dir, spec.config_hash)
     try:

@@ -130,6 +130,13 @@ RUN_COLUMNS = [
     ),
     ("calib_windows", pa.int64(), "windows", "calibration windows actually read"),
     ("threads", pa.int64(), "threads", "CPU threads torch computed with (recorded, not hashed)"),
+    (
+        "plan_from",
+        pa.string(),
+        None,
+        "config hash of the finished run whose plan this run replayed instead of pruning "
+        "(same pruning, other evaluation; prune_seconds are that run's); null: pruned here",
+    ),
 ]
 METRIC_COLUMNS = [
     (
@@ -212,6 +219,7 @@ class RunRecord:
     device: str | None = None
     calib: dict | None = None
     threads: int | None = None  # CPU threads torch computed with
+    plan_from: str | None = None  # the run whose plan was replayed (twossp.reuse)
     git_sha: str = field(default_factory=lambda: STARTED_FROM)
     versions: dict = field(default_factory=lambda: library_versions())
 
@@ -277,19 +285,23 @@ def _column_value(value):
     return value
 
 
-def to_frame(record: RunRecord, metrics: list[Metric]) -> pd.DataFrame:
+def run_columns(record: RunRecord) -> dict:
+    """The run's own columns (every row of the run carries them), ``method.*`` included."""
     base = asdict(record)
     params = base.pop("method_params")
     calib = base.pop("calib") or {}
     base.update({f"calib_{k}": calib.get(k) for k in _CALIB_KEYS})
     base["versions"] = list(record.versions.items())
+    base.update({f"{METHOD_PREFIX}{k}": _column_value(v) for k, v in sorted(params.items())})
+    return base
+
+
+def to_frame(record: RunRecord, metrics: list[Metric]) -> pd.DataFrame:
+    base = run_columns(record)
     base["created_at"] = pd.Timestamp(datetime.now(timezone.utc))
-    settings = {f"{METHOD_PREFIX}{k}": _column_value(v) for k, v in sorted(params.items())}
-    rows = [
-        {**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True), **settings}
-        for m in metrics
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS + list(settings))
+    settings = [c for c in base if c.startswith(METHOD_PREFIX)]
+    rows = [{**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True)} for m in metrics]
+    return pd.DataFrame(rows, columns=COLUMNS + settings)
 
 
 _CALIB_KEYS = ("dataset", "source", "n_samples", "seqlen", "seed", "packing", "windows")
@@ -390,7 +402,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 _LEGACY_WARNED: set[str] = set()
 _LATER_METRIC_COLUMNS = ("unit", "ci_low", "ci_high")
-_LATER_RUN_COLUMNS = ("threads",)
+_LATER_RUN_COLUMNS = ("threads", "plan_from")
 
 
 def read_run(path: str | Path) -> pd.DataFrame:
