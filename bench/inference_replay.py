@@ -171,9 +171,13 @@ def rebuild(entry: Entry, base, results: Path, args) -> torch.nn.Module:
 
             spec = _run_spec(args.model, entry.method, entry.sparsity, args.protocol, args.rebuild)
             ready = prepare(spec)
-            ctx = PruneContext(ready.target, ready.calibration, spec.seed, progress=False)
+            method, calibration = ready.method, ready.calibration
+            if args.rotation_windows is not None:  # same widths, so the same shapes and speed
+                method = method.reading(args.rotation_windows)
+                calibration = calibration[: args.rotation_windows]
+            ctx = PruneContext(ready.target, calibration, spec.seed, progress=False)
             torch.manual_seed(spec.seed)
-            ready.method.prune(model, ctx)
+            method.prune(model, ctx)
     if count_params(model) != entry.params:
         raise RuntimeError(
             f"{entry.label}: rebuilt model has {count_params(model)} parameters, the run "
@@ -328,6 +332,12 @@ def _caption(meta: dict, modes: list[str]) -> str:
         f"is not counted; {order}; absolute figures: medians over rounds; {speedup}; FLOP "
         "ratio = dense / pruned FLOPs of the prefill."
     )
+    if meta.get("rotation_windows"):
+        text += (
+            f" SliceGPT was rebuilt for timing from its first {meta['rotation_windows']} "
+            "calibration windows: its widths, parameter count and FLOPs are the run's (checked), "
+            "its rotations are not, which no timing sees; its perplexity is the run's own."
+        )
     if "compiled" in modes:
         text += (
             " eager: PyTorch eager, transformers' generate (dynamic KV cache); compiled: "
@@ -356,6 +366,14 @@ def _parser() -> argparse.ArgumentParser:
         default="cpu_smollm2",
         help="experiment overlay the sweep ran with ('' for none): SliceGPT is pruned again "
         "with its settings",
+    )
+    p.add_argument(
+        "--rotation-windows",
+        type=_positive,
+        default=None,
+        help="rebuild a rotation method (SliceGPT) from only its first N calibration windows: "
+        "its widths come from the sparsity, so the shapes, FLOPs and speed are the run's while "
+        "its rotations (which timing does not see) differ; default: all the run read",
     )
     p.add_argument(
         "--mode",
@@ -451,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "confidence": CONFIDENCE,
         "orders": orders,
+        "rotation_windows": args.rotation_windows,
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -141,3 +141,24 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
         replay.main(["--experiment", "x", "--out", str(tmp_path), "--mode", "fast"])
     with pytest.raises(SystemExit, match="new-tokens must be >= 2"):
         replay.main(["--experiment", "x", "--out", str(tmp_path), "--new-tokens", "1"])
+
+
+@needs_shared()
+def test_slicegpt_rebuilt_from_fewer_windows_keeps_the_runs_shapes(tmp_path):
+    """``--rotation-windows``: SliceGPT, whose plan holds no rotations, is pruned again from
+    only its first windows; its widths (checked through the parameter count) are the run's,
+    and the caption says what differs."""
+    from twossp.pipeline import run
+
+    results = tmp_path / "results"
+    common = ["model=stories260k", "eval.use=[wikitext2]", "eval.max_windows=1",
+              f"paths.results_dir={results}", "progress=false", "calib.n_samples=4",
+              "experiment_name=replay_test", "sparsity=0.375"]  # fmt: skip
+    for method in ("dense", "slicegpt"):
+        run(run_spec(*common, f"method={method}"))
+    data = _replay(results, tmp_path / "out", "--mode", "eager", "--rotation-windows", "1")
+    models = {m["method"]: m for m in data["models"]}
+    assert models["slicegpt"]["flops"] < models["dense"]["flops"]
+    assert data["meta"]["rotation_windows"] == 1
+    table = (tmp_path / "out" / "inference_replay.md").read_text()
+    assert "rebuilt for timing from its first 1 calibration windows" in table
