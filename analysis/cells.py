@@ -67,6 +67,8 @@ NOT_SETTINGS = {
     "variant",
     "sparsity",
     "threads",  # CPU threads: recorded for timing, not hashed (the same numbers)
+    "plan_from",  # a replayed plan prunes the same model (twossp.reuse)
+    "started_at",
     N_ATTN,
     SETTING,
 }

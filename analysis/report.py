@@ -66,6 +66,31 @@ def _values(series: pd.Series) -> str:
     return ", ".join(seen) if seen else "not recorded"
 
 
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def wall_time(runs: pd.DataFrame) -> str:
+    """The runs' wall time (each from its start to its file's write), where they recorded a
+    start; runs recorded before starts were kept are counted apart."""
+    if "started_at" not in runs:
+        return "not recorded"
+    start = pd.to_datetime(runs["started_at"], utc=True)
+    end = pd.to_datetime(runs["created_at"], utc=True)
+    known = start.notna()
+    if not known.any():
+        return "not recorded (these runs predate start times)"
+    summed = _duration((end - start)[known].dt.total_seconds().sum())
+    text = f"{summed} over {int(known.sum())} runs (sum of each run's start to its write)"
+    if known.all():
+        span = _duration((end.max() - start.min()).total_seconds())
+        text += f"; first start to last write {span}"
+    else:
+        text += f"; {int((~known).sum())} runs predate start times"
+    return text
+
+
 def where_it_ran(rows: pd.DataFrame) -> list[str]:
     """The page's account of the runs: how many, when, on what, with which code."""
     runs = rows.drop_duplicates("config_hash")
@@ -74,13 +99,21 @@ def where_it_ran(rows: pd.DataFrame) -> list[str]:
         name: _values(versions.map(lambda v, n=name: v.get(n)))
         for name in ("torch", "transformers", "lm_eval")
     }
-    prune = runs["prune_seconds"].astype(float)
+    replayed = runs["plan_from"].notna() if "plan_from" in runs else runs["run_id"].isna()
+    prune = runs["prune_seconds"][~replayed].astype(float)
+    pruning = f"{prune.sum():.0f} s (sum of `prune_seconds`)"
+    if replayed.any():
+        pruning += (
+            f"; {int(replayed.sum())} runs replayed the plan of a finished run with the same "
+            "pruning (`plan_from`) and are not counted"
+        )
     return [
         "| | |",
         "|---|---|",
         f"| runs | {len(runs)} ({', '.join(dict.fromkeys(runs['method']))}) |",
         f"| written | {_span(runs['created_at'])} (each run file's write time) |",
-        f"| pruning time, all runs | {prune.sum():.0f} s (sum of `prune_seconds`) |",
+        f"| wall time | {wall_time(runs)} |",
+        f"| pruning time, all runs | {pruning} |",
         f"| models | {_values(runs['model'])} |",
         f"| device / dtype | {_values(runs['device'])} / {_values(runs['dtype'])} |",
         f"| CPU threads | {_values(runs['threads'].astype('Int64'))} |",

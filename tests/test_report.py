@@ -67,3 +67,22 @@ def test_every_committed_results_page_is_what_its_record_gives(page, tmp_path):
     assert experiments, f"{page}: no command in its header"
     again = report.report(experiments, report.RECORD, tmp_path, page.stem)[0]
     assert again.read_text() == page.read_text(), f"run: make report EXPERIMENT={page.stem}"
+
+
+def test_wall_time_sums_each_runs_start_to_its_write_and_counts_runs_without_a_start():
+    import pandas as pd
+
+    t = pd.Timestamp("2026-12-07 10:00", tz="UTC")
+    runs = pd.DataFrame(
+        {
+            "started_at": [t, t + pd.Timedelta(minutes=30)],
+            "created_at": [t + pd.Timedelta(minutes=20), t + pd.Timedelta(minutes=95)],
+        }
+    )
+    text = report.wall_time(runs)
+    assert text.startswith("1 h 25 min over 2 runs")
+    assert "first start to last write 1 h 35 min" in text
+    runs.loc[0, "started_at"] = pd.NaT
+    assert report.wall_time(runs).startswith("1 h 05 min over 1 runs")
+    assert "1 runs predate start times" in report.wall_time(runs)
+    assert "not recorded" in report.wall_time(runs.assign(started_at=pd.NaT))

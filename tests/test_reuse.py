@@ -40,6 +40,7 @@ def test_other_evaluation_replays_the_plan_and_scores_the_same_model(tmp_path):
     source = read_run(first.path).iloc[0]
     assert row.plan_from == first.path.stem and pd.isna(source.plan_from)
     assert row.prune_seconds == source.prune_seconds
+    assert source.started_at < source.created_at and row.started_at < row.created_at
     assert row.params_after == source.params_after
     assert PrunePlan.load(plan_path(tmp_path, spec.config_hash)) == PrunePlan.load(
         plan_path(tmp_path, first.path.stem)

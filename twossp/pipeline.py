@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -236,6 +237,7 @@ def _skip_finished(spec: RunSpec, tracker, path: Path) -> RunOutcome:
 
 def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
     """Prepare, load, prune, evaluate and write (holding the configuration's lock)."""
+    started_at = datetime.now(timezone.utc)
     stages = Stages(logger=log)
     stages.start("prepare", "settings, model config, data and the budget, before the weights")
     use_threads(spec.threads)  # before tokenizing and pruning
@@ -284,6 +286,7 @@ def _compute(spec: RunSpec, tracker, path: Path) -> RunOutcome:
     metrics.extend(inference_metrics(model, ready, spec))
     record = _record(spec, method, ready, before, after, achieved, prune_seconds)
     record.plan_from = None if found is None else found.config_hash
+    record.started_at = started_at
     frame = to_frame(record, metrics)
     stages.start("write", str(path))
     write_items(items, items_path(spec.results_dir, spec.config_hash), spec.config_hash)

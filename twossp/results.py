@@ -72,6 +72,13 @@ RUN_COLUMNS = [
         "versions of torch, transformers, datasets, lm_eval, twossp",
     ),
     ("created_at", pa.timestamp("us", tz="UTC"), "UTC", "when the run file was written"),
+    (
+        "started_at",
+        pa.timestamp("us", tz="UTC"),
+        "UTC",
+        "when the run began (settings checked, lock held); created_at - started_at is its wall "
+        "time (null: recorded before runs kept it)",
+    ),
     ("model", pa.string(), None, "model config key (conf/model/<key>.yaml)"),
     ("model_path", pa.string(), None, "the model's resolved source: a local folder or a hub id"),
     ("model_revision", pa.string(), None, "hub commit the revision resolved to (hub models)"),
@@ -220,6 +227,7 @@ class RunRecord:
     calib: dict | None = None
     threads: int | None = None  # CPU threads torch computed with
     plan_from: str | None = None  # the run whose plan was replayed (twossp.reuse)
+    started_at: datetime | None = None  # when the run began; created_at: when it was written
     git_sha: str = field(default_factory=lambda: STARTED_FROM)
     versions: dict = field(default_factory=lambda: library_versions())
 
@@ -299,8 +307,11 @@ def run_columns(record: RunRecord) -> dict:
 def to_frame(record: RunRecord, metrics: list[Metric]) -> pd.DataFrame:
     base = run_columns(record)
     base["created_at"] = pd.Timestamp(datetime.now(timezone.utc))
+    base["started_at"] = None if record.started_at is None else pd.Timestamp(record.started_at)
     settings = [c for c in base if c.startswith(METHOD_PREFIX)]
-    rows = [{**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True)} for m in metrics]
+    rows = [
+        {**base, **asdict(m), "variant": json.dumps(m.variant, sort_keys=True)} for m in metrics
+    ]
     return pd.DataFrame(rows, columns=COLUMNS + settings)
 
 
@@ -402,7 +413,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 _LEGACY_WARNED: set[str] = set()
 _LATER_METRIC_COLUMNS = ("unit", "ci_low", "ci_high")
-_LATER_RUN_COLUMNS = ("threads", "plan_from")
+_LATER_RUN_COLUMNS = ("threads", "plan_from", "started_at")
 
 
 def read_run(path: str | Path) -> pd.DataFrame:

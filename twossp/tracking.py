@@ -99,7 +99,9 @@ def table_frame(frame):
             out[col] = out[col].map(
                 lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
             )
-    out["created_at"] = out["created_at"].astype(str)
+    for col in ("created_at", "started_at"):
+        if col in out:
+            out[col] = out[col].map(lambda v: None if v is None or v != v else str(v))
     return out
 
 
