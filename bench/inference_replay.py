@@ -307,6 +307,64 @@ def table(entries: list[Entry], meta: dict) -> str:
     return _caption(meta, modes) + "\n\n" + "\n".join(lines) + "\n"
 
 
+def _paired_mode_ratio(entries: list[Entry], e: Entry, phase: int) -> tuple:
+    """Each round's compiled speed-up / eager speed-up of ``e`` for prefill (``phase`` 0) or
+    decode (1): both modes ran in every round, so the rounds pair them."""
+    invert = phase == 1
+    eager = ratios(entries, e, SERIES["eager"][phase], invert)
+    compiled = ratios(entries, e, SERIES["compiled"][phase], invert)
+    return geometric_interval([c / a for a, c in zip(eager, compiled, strict=True)])
+
+
+def overhead_table(entries: list[Entry], meta: dict) -> str:
+    """What compiling does to each pruned model's shortfall against its FLOP ratio: the
+    per-module overhead a deployment stack removes (both modes measured in every round)."""
+    if set(meta.get("modes", [])) != set(MODES):
+        return ""
+    dense = next(d for d in entries if d.method == "dense")
+    head = [
+        "method",
+        "phase",
+        "FLOP ratio",
+        "speed-up eager",
+        "speed-up compiled",
+        "compiled / eager [95%]",
+        "shortfall eager",
+        "shortfall compiled",
+        "shortfall removed by compiling",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in (e for e in entries if e.method != "dense"):
+        flop = dense.flops / e.flops
+        for phase, name in enumerate(("prefill", "decode")):
+            invert = phase == 1
+            eager = geometric_interval(ratios(entries, e, SERIES["eager"][phase], invert))[0]
+            compiled = geometric_interval(ratios(entries, e, SERIES["compiled"][phase], invert))[0]
+            mean, low, high = _paired_mode_ratio(entries, e, phase)
+            paired = f"{mean:.3f}" if low is None else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+            short_e, short_c = 1 - eager / flop, 1 - compiled / flop
+            if low is None or low <= 1 <= high:
+                removed = "not told apart from noise"
+            elif short_e <= 0:
+                removed = "no shortfall eager"
+            else:
+                removed = f"{100 * (short_e - short_c) / short_e:.0f}%"
+            lines.append(
+                f"| {e.method} | {name} | {flop:.2f} | {eager:.2f} | {compiled:.2f} | {paired} | "
+                f"{100 * short_e:.1f}% | {100 * short_c:.1f}% | {removed} |"
+            )
+    caption = (
+        "What compiling removes of each model's shortfall against its FLOP ratio. Shortfall: "
+        "1 - speed-up / FLOP ratio (the share of the arithmetic saving that the clock does not "
+        "show; negative: faster than arithmetic). compiled / eager: the geometric mean over "
+        "rounds of each round's compiled speed-up / eager speed-up (both modes ran in every "
+        "round, so the rounds pair them) with its 95% t interval; an interval that holds 1 "
+        "cannot tell compiling's effect from round-to-round noise, and no share removed is "
+        "given. Shortfall removed: (shortfall eager - shortfall compiled) / shortfall eager."
+    )
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
 def _caption(meta: dict, modes: list[str]) -> str:
     if "seed" in meta:
         order = (
@@ -394,13 +452,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def render(out: Path) -> str:
-    """Re-render ``out``/inference_replay.md from the saved JSON."""
-    saved = json.loads((out / "inference_replay.json").read_text())
+def document(entries: list[Entry], meta: dict) -> str:
+    """The replay's Markdown: the speed-up table, then (both modes) the overhead table."""
+    overhead = overhead_table(entries, meta)
+    return table(entries, meta) + ("\n" + overhead if overhead else "")
+
+
+def rendered(out: Path) -> str:
+    """The Markdown of the replay saved in ``out``/inference_replay.json (nothing written)."""
+    saved = json.loads((Path(out) / "inference_replay.json").read_text())
     order = {name: i for i, name in enumerate(method_names())}
     entries = [Entry(**{**m, "ppl_interval": tuple(m["ppl_interval"])}) for m in saved["models"]]
     entries.sort(key=lambda e: (order.get(e.method, len(order)), e.sparsity))
-    text = table(entries, saved["meta"])
+    return document(entries, saved["meta"])
+
+
+def render(out: Path) -> str:
+    """Re-render ``out``/inference_replay.md from the saved JSON."""
+    text = rendered(out)
     (out / "inference_replay.md").write_text(text)
     return text
 
@@ -473,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    text = table(entries, meta)
+    text = document(entries, meta)
     (args.out / "inference_replay.md").write_text(text)
     (args.out / "inference_replay.json").write_text(
         json.dumps({"meta": meta, "models": [e.saved() for e in entries]}, indent=2)

@@ -162,3 +162,32 @@ def test_slicegpt_rebuilt_from_fewer_windows_keeps_the_runs_shapes(tmp_path):
     assert data["meta"]["rotation_windows"] == 1
     table = (tmp_path / "out" / "inference_replay.md").read_text()
     assert "rebuilt for timing from its first 1 calibration windows" in table
+
+
+def _entry(method, flops, scale):
+    """A replay entry whose eager and compiled times are the dense ones divided by ``scale``
+    (eager, compiled) in every round, up to a round-to-round wobble."""
+    wobble = [1.0, 1.01, 0.99, 1.02]
+    eager, compiled = scale
+    return replay.Entry(
+        method=method, sparsity=0.0 if method == "dense" else 0.375, config_hash=method,
+        achieved=0.0, params=1, ppl=None, ppl_interval=(None, None), flops=flops, kv_bytes=1,
+        prefill_s=[w / eager for w in wobble], decode_tps=[eager * w for w in wobble],
+        compiled_prefill_s=[w / compiled for w in wobble],
+        compiled_decode_tps=[compiled * w for w in wobble],
+    )  # fmt: skip
+
+
+def test_the_overhead_table_pairs_the_modes_by_round_and_gives_a_share_only_past_noise():
+    meta = {"modes": ["eager", "compiled"]}
+    entries = [
+        _entry("dense", 140.0, (1.0, 1.0)),
+        _entry("twossp", 100.0, (1.2, 1.3)),  # FLOP ratio 1.40: shortfall 14.3% -> 7.1%
+        _entry("shortgpt", 100.0, (1.4, 1.4)),  # compiling changes nothing
+    ]
+    text = replay.overhead_table(entries, meta)
+    rows = {tuple(r.split(" | ")[:2]): r for r in text.splitlines() if r.startswith("| ")}
+    twossp = rows[("| twossp", "prefill")]
+    assert "| 1.40 | 1.20 | 1.30 | 1.083 [1.083, 1.083] | 14.3% | 7.1% | 50% |" in twossp
+    assert rows[("| shortgpt", "decode")].endswith("| not told apart from noise |")
+    assert replay.overhead_table(entries, {"modes": ["eager"]}) == ""
