@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -186,8 +187,22 @@ def _sort_key(text: str):
         return (1, 0.0, text)
 
 
+# A local file recorded as ``local:<path>`` (runs before files were named by fingerprint) and
+# as ``local:<file name>@<fingerprint>`` (runs since) is one setting when the file names agree:
+# a cell's values drop the older form (:func:`_spread`), so only real differences remain.
+LOCAL = "local:"
+
+
+def _named(value: str) -> str:
+    """``local:<path>`` as ``local:<file name>``."""
+    return LOCAL + PurePath(value.removeprefix(LOCAL)).name
+
+
 def _spread(values) -> list[str]:
-    return sorted({show(v) for v in values}, key=_sort_key)
+    shown = {show(v) for v in values}
+    named = {v.split("@")[0] for v in shown if v.startswith(LOCAL) and "@" in v}
+    shown -= {v for v in shown if v.startswith(LOCAL) and "@" not in v and _named(v) in named}
+    return sorted(shown, key=_sort_key)
 
 
 def differing_settings(rows: pd.DataFrame, variant: bool = True) -> list[tuple[str, list[str]]]:
@@ -496,7 +511,7 @@ def split_note(rows: pd.DataFrame) -> list[str]:
     if not labels:
         return []
     return [
-        "Ad-hoc runs whose configurations differ in a setting are split into setting groups "
+        "Runs whose configurations differ in a setting are split into setting groups "
         f"({'; '.join(labels)}); methods are compared within a group, and a run a setting does "
         "not apply to (dense, another method's setting) appears in each group."
     ]

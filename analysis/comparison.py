@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import paired
+from analysis import draws, paired
 from analysis.cells import (
     DENSE,
     SETTING,
@@ -262,6 +262,13 @@ def comparisons(
     if not out:
         return pd.DataFrame(columns=[*COLUMNS, "estimate", "p", "n", "detectable", "sentence"])
     return _ordered(pd.DataFrame(out))
+
+
+def by_draw(frame: pd.DataFrame, experiment: str | list[str] | None) -> bool | None:
+    """``split`` for :func:`comparisons` and :func:`comparison_table`: an experiment of
+    calibration draws (:func:`analysis.draws.applies`) is compared within each draw (its
+    cells hold one run per draw); None (the default rule) otherwise."""
+    return True if draws.applies(frame, experiment) else None
 
 
 def comparison_table(

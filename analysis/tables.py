@@ -77,7 +77,8 @@ def experiment_tables(
     own runs are split into setting groups (:func:`analysis.cells.strict`). A table that
     refuses is left out and its reason (``"<table>: ..."``) appended to ``skipped``; without
     ``skipped`` the first refusal raises, unless an ablation view applies (then generic
-    tables that its sweep makes ambiguous are left out silently). ``items``: the per-unit
+    tables that its sweep makes ambiguous are left out silently). Calibration draws are
+    compared within each draw (:func:`analysis.comparison.by_draw`). ``items``: the per-unit
     outcomes (:func:`analysis.collect.load_items`) the verdicts are paired on.
     """
     notes: list[str] = []
@@ -86,8 +87,9 @@ def experiment_tables(
     keep = notes if views or skipped is not None else None
     generic = all_tables(frame, experiment, published, keep, units)
     if comparison.applies(frame, reference, experiment):
+        split = comparison.by_draw(frame, experiment)
         try:
-            table = comparison.comparison_table(frame, units, reference, experiment)
+            table = comparison.comparison_table(frame, units, reference, experiment, split)
             if table.values.size:
                 generic.append(table)
         except AmbiguousCellError as exc:
