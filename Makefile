@@ -71,6 +71,15 @@ report: $(VENV)
 	$(PY) -m analysis.report $(foreach e,$(EXPERIMENT),--experiment $(e)) --record $(RECORD) \
 		$(if $(NAME),--name $(NAME)) $(if $(LOGGER),--logger $(LOGGER))
 
+# The SmolLM2 results page, docs/results/smollm2.md: the authors' budgets, their calibration
+# draws, the 1,000-document downstream runs and the cut budgets, each a part, with the ranking
+# of the authors' budgets against the cut ones and the inference replay (analysis.combined).
+.PHONY: smollm2-page
+smollm2-page: $(VENV)
+	$(PY) -m analysis.combined --name smollm2 --record $(RECORD) --part cpu_smollm2_authors \
+		--part cpu_smollm2_authors_draws --part cpu_smollm2_authors_downstream \
+		--part cpu_smollm2 --rank cpu_smollm2_authors:cpu_smollm2 $(if $(LOGGER),--logger $(LOGGER))
+
 # Efficiency bench, offline (~24 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
 # FLOP / parameter ideal, peak RSS of a pruning run. Writes $(RESULTS)/bench.md and bench.json.

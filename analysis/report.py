@@ -174,6 +174,37 @@ def page_tables(
     return tables + ([speedup] if speedup is not None else [])
 
 
+def replay_sections(record: Path, experiments: list[str]) -> list[str]:
+    """Each experiment's inference replay (``bench.inference_replay``), where one was saved
+    under ``<record>/inference_replay/<experiment>/``: its speed-up and overhead tables."""
+    lines: list[str] = []
+    for experiment in experiments:
+        folder = Path(record) / "inference_replay" / experiment
+        if not (folder / "inference_replay.json").is_file():
+            continue
+        from bench.inference_replay import rendered  # torch and the models: only when needed
+
+        lines += [
+            f"## What pruning buys, as deployed: `{experiment}` re-timed",
+            "",
+            f"_Every model of `{experiment}` rebuilt and timed in one process, in shuffled "
+            f"rounds, eager and compiled (`python -m bench.inference_replay`; saved in "
+            f"`{_shown(folder)}/inference_replay.json`)._",
+            "",
+            rendered(folder),
+        ]
+    return lines
+
+
+def paired_view(frame, items, reference: str, experiments: list[str]) -> pd.DataFrame | None:
+    """The paired comparisons of ``reference`` with every other method (None: no such runs);
+    calibration draws are compared within each draw (:func:`analysis.comparison.by_draw`)."""
+    if not comparison.applies(frame, reference, experiments):
+        return None
+    split = comparison.by_draw(frame, experiments)
+    return comparison.comparisons(frame, items, reference, experiments, split)
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the checkout when inside it (pages never name this machine)."""
     path = Path(path).resolve()
@@ -194,9 +225,7 @@ def build_page(
     rows = select(frame, experiments)
     refused: list[str] = []
     tables = page_tables(frame, items, experiments, reference, refused)
-    found = None
-    if comparison.applies(frame, reference, experiments):
-        found = comparison.comparisons(frame, items, reference, experiments)
+    found = paired_view(frame, items, reference, experiments)
     command = " ".join(f"--experiment {e}" for e in experiments)
     if Path(record).resolve() != RECORD.resolve():
         command += f" --record {_shown(record)}"
@@ -234,6 +263,7 @@ def build_page(
         lines += [table.to_markdown(), ""]
     for reason in refused:
         lines += [f"_Not rendered: {reason}_", ""]
+    lines += replay_sections(record, experiments)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({p.relative_to(page_dir).as_posix()})" for p in plots]
@@ -282,19 +312,24 @@ def log_to_wandb(name: str, tables: list[Table], plots: list[Path], sentences: l
     return folder
 
 
-def report(
-    experiments: list[str],
-    record: Path = RECORD,
-    out: Path = PAGES,
-    name: str | None = None,
-    reference: str = comparison.REFERENCE,
-) -> tuple[Path, list[Table], list[Path], list[str]]:
-    """Write ``<out>/<name>.md`` and its plots (``<out>/<name>/``) from ``record``."""
-    name = name or experiments[0]
+def load_record(record: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The record's result rows and per-unit items."""
     merged = merge([record])
-    frame, items = merged.frame, _items_frame(merged.items)
+    return merged.frame, _items_frame(merged.items)
+
+
+def render_part(
+    name: str,
+    frame: pd.DataFrame,
+    items: pd.DataFrame,
+    experiments: list[str],
+    out: Path,
+    reference: str = comparison.REFERENCE,
+    record: Path = RECORD,
+) -> tuple[str, list[Table], list[Path]]:
+    """One page's Markdown, tables and plots (drawn into ``<out>/<name>/``)."""
     if select(frame, experiments).empty:
-        raise ValueError(f"no runs of {experiments} under {record}")
+        raise ValueError(f"no runs of {experiments} under {_shown(record)}")
     plot_dir = out / name
     try:
         plots = all_plots(frame, plot_dir, experiments)
@@ -305,6 +340,20 @@ def report(
     text, tables = build_page(
         name, frame, items, experiments, sorted(plots), out, reference, record
     )
+    return text, tables, sorted(plots)
+
+
+def report(
+    experiments: list[str],
+    record: Path = RECORD,
+    out: Path = PAGES,
+    name: str | None = None,
+    reference: str = comparison.REFERENCE,
+) -> tuple[Path, list[Table], list[Path], list[str]]:
+    """Write ``<out>/<name>.md`` and its plots (``<out>/<name>/``) from ``record``."""
+    name = name or experiments[0]
+    frame, items = load_record(record)
+    text, tables, plots = render_part(name, frame, items, experiments, out, reference, record)
     page = out / f"{name}.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import report
+from analysis import combined, report
 
 FIXTURE = Path(__file__).parent / "fixtures"
 RECORD = FIXTURE / "record_report_demo"  # stories260K: dense, 2SSP, ShortGPT; windows, documents
@@ -63,6 +63,12 @@ def _committed_pages() -> list[Path]:
 @pytest.mark.parametrize("page", _committed_pages(), ids=lambda p: p.stem)
 def test_every_committed_results_page_is_what_its_record_gives(page, tmp_path):
     header = "\n".join(page.read_text().splitlines()[:3])
+    if "analysis.combined" in header:  # a page of parts (make smollm2-page)
+        parts = re.findall(r"--part ([\w.-]+)", header)
+        ranks = [combined.rank_pair(r) for r in re.findall(r"--rank ([\w.-]+:[\w.-]+)", header)]
+        text = combined.build(page.stem, parts, ranks, report.RECORD, tmp_path)[0]
+        assert text == page.read_text(), f"run: python -m analysis.combined (see {page})"
+        return
     experiments = [e.strip("`") for e in re.findall(r"--experiment (\S+)", header)]
     assert experiments, f"{page}: no command in its header"
     again = report.report(experiments, report.RECORD, tmp_path, page.stem)[0]
@@ -86,3 +92,35 @@ def test_wall_time_sums_each_runs_start_to_its_write_and_counts_runs_without_a_s
     assert report.wall_time(runs).startswith("1 h 05 min over 1 runs")
     assert "1 runs predate start times" in report.wall_time(runs)
     assert "not recorded" in report.wall_time(runs.assign(started_at=pd.NaT))
+
+
+def test_a_saved_inference_replay_becomes_a_section_of_its_experiments_page(tmp_path):
+    import shutil
+
+    from bench import inference_replay as replay
+
+    record = tmp_path / "record"
+    shutil.copytree(RECORD, record)
+    folder = record / "inference_replay" / "report_demo"
+    folder.mkdir(parents=True)
+    models = []
+    for method, scale in (("dense", 1.0), ("twossp", 1.25)):
+        models.append(
+            replay.Entry(
+                method=method, sparsity=0.0 if method == "dense" else 0.375, config_hash=method,
+                achieved=0.0, params=10, ppl=None, ppl_interval=(None, None), flops=1 / scale,
+                kv_bytes=4, prefill_s=[1 / scale, 1.02 / scale], decode_tps=[scale, scale * 0.98],
+                compiled_prefill_s=[0.9 / scale, 0.91 / scale], compiled_decode_tps=[scale] * 2,
+            ).saved()
+        )  # fmt: skip
+    meta = {"model": "stories260k", "protocol": "paper", "device": "cpu", "dtype": "float32",
+            "threads": 1, "seqlen": 64, "new_tokens": 4, "rounds": 2, "seed": 0,
+            "modes": ["eager", "compiled"]}  # fmt: skip
+    (folder / "inference_replay.json").write_text(json.dumps({"meta": meta, "models": models}))
+    text = report.report(["report_demo"], record, tmp_path / "out")[0].read_text()
+    section = text.split("## What pruning buys, as deployed: `report_demo` re-timed")[1]
+    assert "| twossp | 0.375 (0.000) |" in section
+    assert "shortfall removed by compiling" in section
+    assert str(tmp_path) not in section
+    plain = report.report(["report_demo"], RECORD, tmp_path / "plain")[0].read_text()
+    assert "as deployed" not in plain
