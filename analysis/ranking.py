@@ -75,9 +75,15 @@ def _compare(units: Units, a: pd.Series, b: pd.Series) -> paired.Paired | None:
     return units.compare(Run.of(a), Run.of(b))
 
 
-def _apart(pairs: pd.DataFrame, a: str, b: str) -> bool:
-    hit = pairs[((pairs["a"] == a) & (pairs["b"] == b)) | ((pairs["a"] == b) & (pairs["b"] == a))]
-    return bool(len(hit)) and bool(hit["p_holm"].iloc[0] < ALPHA)
+def _row(pairs: pd.DataFrame, x: str, y: str) -> pd.Series | None:
+    """The test of methods ``x`` and ``y`` in one column's pairs (either order), or None."""
+    hit = pairs[((pairs["a"] == x) & (pairs["b"] == y)) | ((pairs["a"] == y) & (pairs["b"] == x))]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _apart(pairs: pd.DataFrame, x: str, y: str) -> bool:
+    row = _row(pairs, x, y)
+    return row is not None and bool(row["p_holm"] < ALPHA)
 
 
 def order_text(pairs: pd.DataFrame) -> str:
@@ -95,15 +101,14 @@ def order_text(pairs: pd.DataFrame) -> str:
 
 def _direction(pairs: pd.DataFrame, x: str, y: str) -> int:
     """+1: ``x`` lower than ``y`` and told apart; -1: ``y`` lower, told apart; 0: not."""
-    hit = pairs[((pairs["a"] == x) & (pairs["b"] == y)) | ((pairs["a"] == y) & (pairs["b"] == x))]
-    if not len(hit) or not hit["p_holm"].iloc[0] < ALPHA:
+    if not _apart(pairs, x, y):
         return 0
-    return 1 if hit["a"].iloc[0] == x else -1
+    return 1 if _row(pairs, x, y)["a"] == x else -1
 
 
 def _detectable(pairs: pd.DataFrame, x: str, y: str) -> float:
-    hit = pairs[((pairs["a"] == x) & (pairs["b"] == y)) | ((pairs["a"] == y) & (pairs["b"] == x))]
-    return float(hit["detectable"].iloc[0]) if len(hit) else np.nan
+    row = _row(pairs, x, y)
+    return np.nan if row is None else float(row["detectable"])
 
 
 def compare_orders(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
