@@ -268,6 +268,16 @@ def test_the_authors_budget_experiments_share_their_draw_0_runs():
         base = authors[s.method]
         assert s.built_method == base.built_method and s.calib == base.calib
         assert s.eval.datasets == [] and s.eval.downstream.limit == 1000
+    chance = [
+        to_run_spec(_compose("experiment=cpu_smollm2_authors_chance", *p))
+        for p in _sweep_points("cpu_smollm2_authors_chance")
+    ]
+    assert {s.method for s in chance} == {s.method for s in downstream}  # the same four models
+    for s in chance:  # the tasks at chance, apart: same pruning, about 1,000 documents each
+        base = authors[s.method]
+        assert s.built_method == base.built_method and s.calib == base.calib
+        limit = dict(s.eval.downstream.limit)
+        assert limit["arc_challenge"] == limit["winogrande"] == 1000 and 57 * limit["mmlu"] >= 1000
 
 
 def test_the_papers_facts_are_defined_once_and_read_by_configs_and_analysis():
