@@ -382,7 +382,8 @@ def _caption(meta: dict, modes: list[str]) -> str:
             "speed-ups: geometric mean over rounds of each round's dense / pruned time ratio "
             "[95% t interval on the log ratios]"
         )
-    text = (
+    when = f"Measured {meta['date']}: " if meta.get("date") else ""
+    text = when + (
         f"{meta['model']}, protocol={meta['protocol']}, {meta['device']} {meta['dtype']}, "
         f"{meta['threads']} thread(s), prefill of {meta['seqlen']} tokens, greedy decode of "
         f"{meta['new_tokens']} tokens after {PROMPT_TOKENS} (batch 1, KV cache; tok/s of the "
