@@ -256,7 +256,7 @@ def test_the_authors_budget_experiments_share_their_draw_0_runs():
         to_run_spec(_compose("experiment=cpu_smollm2_authors_draws", *p))
         for p in _sweep_points("cpu_smollm2_authors_draws")
     ]
-    assert len({s.config_hash for s in draws}) == 3 * 3  # three methods x three draws
+    assert len({s.config_hash for s in draws}) == 3 * 5  # three methods x five draws
     for s in draws:
         if s.calib.seed == 0:  # the same runs as cpu_smollm2_authors
             assert s.config_hash == authors[s.method].config_hash
