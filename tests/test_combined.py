@@ -51,3 +51,15 @@ def test_a_parts_description_is_its_configurations_opening_comment_without_comma
     assert not any("@package" in line or "python " in line for line in quoted)
     assert "> - BlockPruner: a whole window (paper: one of 2,048);" in quoted
     assert combined.description("report_demo") == []  # no configuration: nothing quoted
+
+
+def test_the_combined_page_logs_every_parts_tables_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    argv = ["--name", "demo", "--part", "report_demo", "--record", str(RECORD)]
+    combined.main([*argv, "--out", str(tmp_path / "pages"), "--logger", "wandb"])
+    media = next((tmp_path / "wb").rglob("files/media"))
+    logged = {p.parent.name + "/" + p.name.split("_0_")[0] for p in media.rglob("*.json")}
+    assert {"report_demo/table1_ppl", "report_demo/paired_comparison"} <= logged
