@@ -16,7 +16,8 @@ Downstream tasks at which the dense model itself is not above chance (a one-side
 test of its accuracy against the mean chance ``1 / choices`` of its documents, at 0.05) are
 reported apart and not used. Pruning time is measured once per run (no units to pair): it is
 tested only where methods ran several calibration draws (a paired t test over draws of the log
-time ratio); otherwise the sentence gives the measured ratios and says they are untested.
+time ratio); otherwise the sentence gives the measured ratios and says they are untested. Runs
+that replayed another run's plan (``plan_from``) pruned nothing and are left out.
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ def above_chance(items: pd.DataFrame, config_hash: str, task: str) -> tuple[bool
     return p < ALPHA, acc, chance
 
 
+def at_chance(tasks, frame: pd.DataFrame, items: pd.DataFrame, experiments) -> list[str]:
+    """The ``tasks`` at which no dense run of ``experiments`` is above chance
+    (:func:`above_chance`): reported apart, never evidence for a claim."""
+    dense = select(frame, experiments)
+    dense = dense[(dense["method"] == DENSE) & (dense["metric"] == "acc")]
+    apart = []
+    for task in dict.fromkeys(tasks):
+        hashes = dense[dense["dataset"] == task]["config_hash"]
+        if not any(above_chance(items, h, task)[0] for h in hashes):
+            apart.append(task)
+    return apart
+
+
 def downstream_claim(
     comparisons: pd.DataFrame, frame: pd.DataFrame, items: pd.DataFrame, experiments
 ) -> str:
@@ -132,14 +146,7 @@ def downstream_claim(
     rows = comparisons[(comparisons["metric"] == "acc") & (comparisons["rival"] != DENSE)]
     if rows.empty:
         return f"Downstream ({CLAIMS['downstream']}): no paired accuracy comparisons here."
-    dense = select(frame, experiments)
-    dense = dense[(dense["method"] == DENSE) & (dense["metric"] == "acc")]
-    apart = []
-    for task in dict.fromkeys(rows["dataset"]):
-        hashes = dense[dense["dataset"] == task]["config_hash"]
-        ok = any(above_chance(items, h, task)[0] for h in hashes)
-        if not ok:
-            apart.append(task)
+    apart = at_chance(rows["dataset"], frame, items, experiments)
     used = rows[~rows["dataset"].isin(apart) & rows["p"].notna()]
     names = ", ".join(DATASET_NAMES.get(t, t) for t in apart)
     tail = f" Reported apart (dense not above chance): {names}." if apart else ""
@@ -168,6 +175,8 @@ def time_claim(frame: pd.DataFrame, experiments, reference: str = "twossp") -> s
     draws where both ran at least three (a paired t test of the log ratio), else untested."""
     runs = with_sparsity(select(frame, experiments)).drop_duplicates("config_hash")
     runs = runs[runs["method"] != DENSE]
+    if "plan_from" in runs:  # a replayed plan's seconds are its source run's: no new timing
+        runs = runs[runs["plan_from"].isna()]
     ref = runs[runs["method"] == reference]
     head = f"Pruning time ({CLAIMS['pruning_time']})"
     key = ["model", "protocol", "sparsity", "calib_seed"]
@@ -192,7 +201,7 @@ def time_claim(frame: pd.DataFrame, experiments, reference: str = "twossp") -> s
             )
             found.append((method, float(np.exp(np.log(ratio).mean())), *[math.nan] * 3, 1))
     if not found:
-        return f"{head}: no baseline timed beside 2SSP here."
+        return f"{head}: no baseline timed beside 2SSP here (replayed plans are not timed)."
     parts = []
     for method, ratio, low, high, p, draws in found:
         if draws > 1:

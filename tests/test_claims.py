@@ -90,6 +90,8 @@ def test_pruning_time_is_tested_over_draws_and_untested_from_single_runs():
     assert "**holds**" in text and "EvoPress 206.7x" in text and "3 draws" in text
     single = pd.DataFrame(runs("twossp", [10]) + runs("blockpruner", [50]))
     assert "**untested (one run per method)**" in claims.time_claim(single, "x")
+    replayed = single.assign(plan_from=[None, "blockpruner-elsewhere"])  # its seconds: copied
+    assert "no baseline timed beside 2SSP here" in claims.time_claim(replayed, "x")
 
 
 def test_sparsities_are_not_mistaken_for_calibration_draws():
