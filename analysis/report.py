@@ -32,7 +32,7 @@ import pandas as pd
 
 from analysis import comparison, inference
 from analysis.cells import AmbiguousCellError, select
-from analysis.claims import claim_sentences
+from analysis.claims import at_chance, claim_sentences
 from analysis.collect import merge
 from analysis.plots import all_plots
 from analysis.published import load_published
@@ -145,11 +145,26 @@ def budgets(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def verdicts(found: pd.DataFrame | None, reference: str) -> list[str]:
-    """The verdict sentences of the paired comparison view, one bullet each."""
+def verdicts(found: pd.DataFrame | None, reference: str, apart=()) -> list[str]:
+    """The verdict sentences of the paired comparison view, one bullet each; those on the
+    tasks ``apart`` (dense not above chance) come last, under a line saying they are no
+    evidence."""
     if found is None:
         return [f"No paired comparison: no {reference} runs beside other methods."]
-    return [f"- {s}" for s in found["sentence"] if isinstance(s, str) and s]
+    said = found[found["sentence"].map(lambda s: isinstance(s, str) and bool(s))]
+    chance = said["metric"].isin(("acc", "acc_norm")) & said["dataset"].isin(apart)
+    lines = [f"- {s}" for s in said[~chance]["sentence"]]
+    if chance.any():
+        names = ", ".join(comparison.DATASET_NAMES.get(t, t) for t in apart)
+        lines += [
+            "",
+            f"The dense model is not above chance on {names} (a one-sided binomial test at "
+            "0.05): the verdicts on these tasks are reported apart and are evidence for "
+            "nothing.",
+            "",
+            *[f"- {s}" for s in said[chance]["sentence"]],
+        ]
+    return lines
 
 
 def claims(found, frame, items, experiments) -> list[str]:
@@ -226,6 +241,10 @@ def build_page(
     refused: list[str] = []
     tables = page_tables(frame, items, experiments, reference, refused)
     found = paired_view(frame, items, reference, experiments)
+    apart = []
+    if found is not None:
+        tasks = found[found["metric"].isin(("acc", "acc_norm"))]["dataset"]
+        apart = at_chance(tasks, frame, items, experiments)
     command = " ".join(f"--experiment {e}" for e in experiments)
     if Path(record).resolve() != RECORD.resolve():
         command += f" --record {_shown(record)}"
@@ -254,7 +273,7 @@ def build_page(
         "",
         f"## Verdicts ({comparison.method_name(reference)} against every other method and dense)",
         "",
-        *verdicts(found, reference),
+        *verdicts(found, reference, apart),
         "",
         "## Tables",
         "",

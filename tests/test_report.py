@@ -124,3 +124,19 @@ def test_a_saved_inference_replay_becomes_a_section_of_its_experiments_page(tmp_
     assert str(tmp_path) not in section
     plain = report.report(["report_demo"], RECORD, tmp_path / "plain")[0].read_text()
     assert "as deployed" not in plain
+
+
+def test_verdicts_on_tasks_at_chance_come_last_under_a_line_saying_they_are_no_evidence():
+    import pandas as pd
+
+    found = pd.DataFrame(
+        {
+            "metric": ["acc", "acc", "ppl"],
+            "dataset": ["arc_challenge", "piqa", "c4"],
+            "sentence": ["on ARC-C", "on PIQA", "on C4"],
+        }
+    )
+    lines = report.verdicts(found, "twossp", apart=["arc_challenge"])
+    assert lines[:2] == ["- on PIQA", "- on C4"]
+    assert "not above chance on ARC-Challenge" in lines[3] and lines[-1] == "- on ARC-C"
+    assert report.verdicts(found, "twossp") == ["- on ARC-C", "- on PIQA", "- on C4"]
