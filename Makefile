@@ -72,13 +72,16 @@ report: $(VENV)
 		$(if $(NAME),--name $(NAME)) $(if $(LOGGER),--logger $(LOGGER))
 
 # The SmolLM2 results page, docs/results/smollm2.md: the authors' budgets, their calibration
-# draws, the 1,000-document downstream runs and the cut budgets, each a part, with the ranking
-# of the authors' budgets against the cut ones and the inference replay (analysis.combined).
+# draws, the 1,000-document downstream runs, the tasks at chance apart and the cut budgets, each
+# a part, with the ranking of the authors' budgets against the cut ones and the inference
+# replay (analysis.combined).
+SMOLLM2_PARTS := cpu_smollm2_authors cpu_smollm2_authors_draws cpu_smollm2_authors_downstream \
+	cpu_smollm2_authors_chance cpu_smollm2
 .PHONY: smollm2-page
 smollm2-page: $(VENV)
-	$(PY) -m analysis.combined --name smollm2 --record $(RECORD) --part cpu_smollm2_authors \
-		--part cpu_smollm2_authors_draws --part cpu_smollm2_authors_downstream \
-		--part cpu_smollm2 --rank cpu_smollm2_authors:cpu_smollm2 $(if $(LOGGER),--logger $(LOGGER))
+	$(PY) -m analysis.combined --name smollm2 --record $(RECORD) \
+		$(foreach p,$(SMOLLM2_PARTS),--part $(p)) --rank cpu_smollm2_authors:cpu_smollm2 \
+		$(if $(LOGGER),--logger $(LOGGER))
 
 # Efficiency bench, offline (~24 min on 2 CPUs): pruning time of every registered method, 2SSP
 # stage-2 caching, perplexity-harness overhead, pruned-model latency and memory against the
