@@ -158,6 +158,14 @@ def missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
+def replayed(runs: pd.DataFrame) -> pd.Series:
+    """Which runs replayed another run's plan (``plan_from``, :mod:`twossp.reuse`): they pruned
+    nothing, and their ``prune_seconds`` are the source run's, not a new timing."""
+    if "plan_from" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["plan_from"].notna()
+
+
 def with_sparsity(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` plus a ``sparsity`` column: the target rounded to 4 places, 0 for dense
     (whose one run serves every sparsity)."""

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import paired
-from analysis.cells import DENSE, select, with_sparsity
+from analysis.cells import DENSE, replayed, select, with_sparsity
 from analysis.comparison import DATASET_NAMES
 from analysis.comparison import method_name as _name
 from analysis.verdicts import p_text
@@ -175,8 +175,7 @@ def time_claim(frame: pd.DataFrame, experiments, reference: str = "twossp") -> s
     draws where both ran at least three (a paired t test of the log ratio), else untested."""
     runs = with_sparsity(select(frame, experiments)).drop_duplicates("config_hash")
     runs = runs[runs["method"] != DENSE]
-    if "plan_from" in runs:  # a replayed plan's seconds are its source run's: no new timing
-        runs = runs[runs["plan_from"].isna()]
+    runs = runs[~replayed(runs)]  # a replayed plan's seconds are its source run's
     ref = runs[runs["method"] == reference]
     head = f"Pruning time ({CLAIMS['pruning_time']})"
     key = ["model", "protocol", "sparsity", "calib_seed"]

@@ -39,6 +39,7 @@ from analysis.report import (
     load_record,
     log_to_wandb,
     paired_view,
+    pruning_seconds,
     render_part,
     wall_time,
 )
@@ -83,11 +84,9 @@ def sweeps(frame: pd.DataFrame, parts: list[str]) -> list[str]:
     ]
     for part in parts:
         runs = select(frame, part).drop_duplicates("config_hash")
-        replayed = runs["plan_from"].notna() if "plan_from" in runs else runs["run_id"].isna()
-        prune = runs["prune_seconds"][~replayed].astype(float).sum()
         lines.append(
             f"| `{part}` | {len(runs)} | {_span(runs['created_at'])} | {wall_time(runs)} | "
-            f"{prune:.0f} s |"
+            f"{pruning_seconds(runs):.0f} s |"
         )
     return lines
 

@@ -22,7 +22,7 @@ from analysis import paired
 from analysis.cells import DENSE, select, unique_cells, with_sparsity
 from analysis.comparison import DATASET_NAMES, method_name
 from analysis.order import METHOD_ORDER
-from analysis.verdicts import Run, Units, as_units
+from analysis.verdicts import Run, as_units
 
 ALPHA = paired.ALPHA
 COLUMN = ["model", "protocol", "sparsity", "dataset"]
@@ -52,7 +52,7 @@ def pair_tests(frame: pd.DataFrame, items, experiment: str) -> pd.DataFrame:
         group = group.sort_values("value")
         found = []
         for (_, a), (_, b) in combinations(group.iterrows(), 2):
-            result = _compare(units, a, b)
+            result = units.compare(Run.of(a), Run.of(b))
             found.append(
                 {
                     **dict(zip(COLUMN, column, strict=True)),
@@ -69,10 +69,6 @@ def pair_tests(frame: pd.DataFrame, items, experiment: str) -> pd.DataFrame:
         adjusted = paired.holm([f["p"] for f in found])
         out += [{**f, "p_holm": q} for f, q in zip(found, adjusted, strict=True)]
     return pd.DataFrame(out)
-
-
-def _compare(units: Units, a: pd.Series, b: pd.Series) -> paired.Paired | None:
-    return units.compare(Run.of(a), Run.of(b))
 
 
 def _row(pairs: pd.DataFrame, x: str, y: str) -> pd.Series | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import comparison, inference
-from analysis.cells import AmbiguousCellError, select
+from analysis.cells import AmbiguousCellError, replayed, select
 from analysis.claims import at_chance, claim_sentences
 from analysis.collect import merge
 from analysis.plots import all_plots
@@ -91,6 +91,11 @@ def wall_time(runs: pd.DataFrame) -> str:
     return text
 
 
+def pruning_seconds(runs: pd.DataFrame) -> float:
+    """The seconds the runs spent pruning (one row per run), replayed plans left out."""
+    return float(runs["prune_seconds"][~replayed(runs)].astype(float).sum())
+
+
 def where_it_ran(rows: pd.DataFrame) -> list[str]:
     """The page's account of the runs: how many, when, on what, with which code."""
     runs = rows.drop_duplicates("config_hash")
@@ -99,13 +104,11 @@ def where_it_ran(rows: pd.DataFrame) -> list[str]:
         name: _values(versions.map(lambda v, n=name: v.get(n)))
         for name in ("torch", "transformers", "lm_eval")
     }
-    replayed = runs["plan_from"].notna() if "plan_from" in runs else runs["run_id"].isna()
-    prune = runs["prune_seconds"][~replayed].astype(float)
-    pruning = f"{prune.sum():.0f} s (sum of `prune_seconds`)"
-    if replayed.any():
+    pruning = f"{pruning_seconds(runs):.0f} s (sum of `prune_seconds`)"
+    if replayed(runs).any():
         pruning += (
-            f"; {int(replayed.sum())} runs replayed the plan of a finished run with the same "
-            "pruning (`plan_from`) and are not counted"
+            f"; {int(replayed(runs).sum())} runs replayed the plan of a finished run with the "
+            "same pruning (`plan_from`) and are not counted"
         )
     return [
         "| | |",
